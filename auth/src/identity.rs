@@ -1,0 +1,71 @@
+//! The caller's identity and the credentials it was derived from.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Who is calling, as established by an authenticator. Travels in request extensions to
+/// policies, resource-group selectors, query history and logs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    /// The user name policies see (after any mapping rules).
+    pub user: String,
+    /// Groups the user belongs to.
+    pub groups: Vec<String>,
+    /// The method that authenticated the caller: `open`, `password-file`, `token`, ...
+    pub method: String,
+    /// Extra attributes the method provides (claims, certificate fields, ...).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub attributes: BTreeMap<String, String>,
+}
+
+impl Identity {
+    /// An identity with no groups or attributes.
+    pub fn new(user: impl Into<String>, method: impl Into<String>) -> Self {
+        Identity { user: user.into(), groups: Vec::new(), method: method.into(), attributes: BTreeMap::new() }
+    }
+
+    /// The same identity with `groups`.
+    pub fn with_groups(mut self, groups: Vec<String>) -> Self {
+        self.groups = groups;
+        self
+    }
+}
+
+/// What a caller presented.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Credentials {
+    /// Nothing: no `authorization` header.
+    None,
+    /// `authorization: Basic base64(user:password)`.
+    Basic {
+        /// The user name as sent.
+        user: String,
+        /// The password as sent.
+        password: String,
+    },
+    /// `authorization: Bearer <token>`.
+    Bearer(String),
+}
+
+impl std::fmt::Debug for Credentials {
+    // Never print secrets, not even in debug logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Credentials::None => write!(f, "None"),
+            Credentials::Basic { user, .. } => write!(f, "Basic {{ user: {user:?}, password: <redacted> }}"),
+            Credentials::Bearer(_) => write!(f, "Bearer(<redacted>)"),
+        }
+    }
+}
+
+impl Credentials {
+    /// The kind, for logs and metrics: `none`, `basic`, `bearer`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Credentials::None => "none",
+            Credentials::Basic { .. } => "basic",
+            Credentials::Bearer(_) => "bearer",
+        }
+    }
+}

@@ -1,0 +1,25 @@
+//! Authentication for Quiver: who is calling.
+//!
+//! Authenticators turn the credentials a caller presents (Basic user/password, a bearer
+//! token, nothing at all) into an [`Identity`]. The gateway runs them as a chain in config
+//! order, inside a tower layer, so every handler sees the caller's identity in the request
+//! extensions. After any successful login the gateway hands out a [`SessionTokens`]-signed
+//! bearer token, so later calls (on any replica sharing the key) skip the slow path.
+//!
+//! This crate is separate from the gateway so the methods can be tested without a server and
+//! so policies, resource groups and logs all share one `Identity` type.
+#![forbid(unsafe_code)]
+
+mod chain;
+mod error;
+mod identity;
+mod open;
+mod password_file;
+mod token;
+
+pub use chain::{AuthenticatorChain, Authenticator};
+pub use error::AuthError;
+pub use identity::{Credentials, Identity};
+pub use open::OpenAuthenticator;
+pub use password_file::{PasswordFileAuthenticator, hash_password};
+pub use token::{SessionTokens, TokenClaims};

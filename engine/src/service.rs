@@ -1,0 +1,499 @@
+//! The worker's Flight SQL service.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::error::FlightError;
+use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
+use arrow_flight::decode::FlightRecordBatchStream;
+use arrow_flight::sql::metadata::{SqlInfoData, SqlInfoDataBuilder};
+use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
+use arrow_flight::sql::{
+    ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest, ActionCreatePreparedStatementResult,
+    Any, CommandGetCatalogs, CommandGetDbSchemas, CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables,
+    CommandPreparedStatementQuery, CommandPreparedStatementUpdate, CommandStatementQuery, CommandStatementUpdate,
+    DoPutPreparedStatementResult, ProstMessageExt, SqlInfo, TicketStatementQuery,
+};
+use arrow_flight::{
+    FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse, IpcMessage, SchemaAsIpc,
+    Ticket,
+};
+use datafusion::arrow::array::{Array, RecordBatch, UInt64Array};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::ipc::writer::IpcWriteOptions;
+use datafusion::execution::session_state::SessionState;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_plan::{ExecutionPlan, execute_stream};
+use datafusion::prelude::SessionContext;
+use futures::{Stream, TryStreamExt};
+use prost::Message;
+use tokio::net::TcpListener;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::error::EngineError;
+use crate::handle::{StatementHandle, batches_to_ipc, batches_to_rows, check_param_count, empty_schema};
+use crate::sql::{self, StatementKind};
+use crate::{CATALOG_HEADER, Engine, SCHEMA_HEADER, metadata};
+
+type DoGetStream = Pin<Box<dyn Stream<Item = Result<arrow_flight::FlightData, Status>> + Send + 'static>>;
+
+/// Largest gRPC message the worker accepts or sends.
+const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// Flight SQL over one [`Engine`].
+#[derive(Clone)]
+pub struct EngineService {
+    engine: Arc<Engine>,
+    sql_info: Arc<SqlInfoData>,
+}
+
+impl std::fmt::Debug for EngineService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineService").field("engine", &self.engine).finish()
+    }
+}
+
+/// Serves `engine` on `listener` until `shutdown` resolves.
+pub async fn serve(
+    engine: Arc<Engine>,
+    listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), EngineError> {
+    let addr: Option<SocketAddr> = listener.local_addr().ok();
+    tracing::info!(?addr, "engine worker serving Flight SQL");
+    tonic::transport::Server::builder()
+        .add_service(EngineService::new(engine)?.into_server())
+        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown)
+        .await
+        .map_err(|e| EngineError::Internal(format!("engine server: {e}")))
+}
+
+fn sql_info() -> Result<SqlInfoData, EngineError> {
+    let mut b = SqlInfoDataBuilder::new();
+    b.append(SqlInfo::FlightSqlServerName, "Quiver engine (DataFusion)");
+    b.append(SqlInfo::FlightSqlServerVersion, env!("CARGO_PKG_VERSION"));
+    b.append(SqlInfo::FlightSqlServerArrowVersion, "59");
+    b.append(SqlInfo::FlightSqlServerReadOnly, false);
+    b.append(SqlInfo::SqlIdentifierQuoteChar, "\"");
+    b.build().map_err(|e| EngineError::Internal(format!("building SqlInfo: {e}")))
+}
+
+impl EngineService {
+    /// A service over `engine`.
+    pub fn new(engine: Arc<Engine>) -> Result<Self, EngineError> {
+        Ok(EngineService { engine, sql_info: Arc::new(sql_info()?) })
+    }
+
+    /// The tonic server with message limits set.
+    pub fn into_server(self) -> FlightServiceServer<Self> {
+        FlightServiceServer::new(self)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+    }
+
+    /// Plans `handle` (binding its first parameter row, if any).
+    async fn plan(&self, handle: &StatementHandle) -> Result<(SessionState, LogicalPlan), EngineError> {
+        let state = self.engine.session(handle.catalog.as_deref(), handle.schema.as_deref());
+        let plan = sql::plan(&state, &handle.sql).await?;
+        let rows = handle.param_rows()?;
+        let plan = bind(plan, rows.first())?;
+        Ok((state, plan))
+    }
+
+    /// The schema a statement's results have on the wire, exactly as DoGet will send it.
+    async fn output_schema(&self, state: &SessionState, plan: &LogicalPlan) -> Result<SchemaRef, EngineError> {
+        Ok(match StatementKind::of(plan) {
+            StatementKind::Ddl => empty_schema(),
+            StatementKind::Query | StatementKind::Dml => {
+                flight_schema(&state.create_physical_plan(plan).await?.schema())
+            }
+        })
+    }
+
+    /// Runs a planned statement to a stream of FlightData.
+    async fn execute(&self, state: SessionState, plan: LogicalPlan) -> Result<DoGetStream, EngineError> {
+        let (schema, stream) = match StatementKind::of(&plan) {
+            StatementKind::Ddl => {
+                let ctx = SessionContext::new_with_state(state);
+                let df = ctx.execute_logical_plan(plan).await?;
+                (empty_schema(), df.execute_stream().await?)
+            }
+            StatementKind::Query | StatementKind::Dml => {
+                let physical: Arc<dyn ExecutionPlan> = state.create_physical_plan(&plan).await?;
+                let schema = flight_schema(&physical.schema());
+                (schema, execute_stream(physical, state.task_ctx())?)
+            }
+        };
+        let batches = stream.map_err(|e| FlightError::ExternalError(Box::new(e)));
+        let encoded = FlightDataEncoderBuilder::new().with_schema(schema).build(batches);
+        Ok(Box::pin(encoded.map_err(flight_error_to_status)))
+    }
+
+    /// Runs a statement and returns the number of rows it changed.
+    async fn execute_update(&self, handle: &StatementHandle, rows: &[Vec<datafusion::common::ScalarValue>]) -> Result<i64, EngineError> {
+        let state = self.engine.session(handle.catalog.as_deref(), handle.schema.as_deref());
+        let plan = sql::plan(&state, &handle.sql).await?;
+        let executions: Vec<Option<&Vec<datafusion::common::ScalarValue>>> =
+            if rows.is_empty() { vec![None] } else { rows.iter().map(Some).collect() };
+        let mut total = 0i64;
+        for row in executions {
+            let bound = bind(plan.clone(), row)?;
+            let ctx = SessionContext::new_with_state(state.clone());
+            let batches = ctx.execute_logical_plan(bound).await?.collect().await?;
+            total += count_rows(&batches);
+        }
+        Ok(total)
+    }
+
+    fn flight_info(&self, schema: &Schema, ticket: Vec<u8>, descriptor: FlightDescriptor) -> Result<FlightInfo, Status> {
+        let endpoint = FlightEndpoint::new().with_ticket(Ticket { ticket: ticket.into() });
+        Ok(FlightInfo::new()
+            .try_with_schema(schema)
+            .map_err(|e| Status::internal(format!("encoding schema: {e}")))?
+            .with_endpoint(endpoint)
+            .with_descriptor(descriptor))
+    }
+}
+
+/// Binds one row of parameters, or checks that the plan needs none.
+fn bind(plan: LogicalPlan, row: Option<&Vec<datafusion::common::ScalarValue>>) -> Result<LogicalPlan, EngineError> {
+    let expected = plan.get_parameter_types()?.len();
+    match row {
+        Some(values) => {
+            if values.len() != expected {
+                return Err(EngineError::InvalidRequest(format!(
+                    "the statement has {expected} parameter(s) but {} value(s) were bound",
+                    values.len()
+                )));
+            }
+            Ok(plan.with_param_values(values.clone()).map_err(|e| EngineError::InvalidRequest(format!("parameters: {e}")))?)
+        }
+        None if expected > 0 => Err(EngineError::InvalidRequest(format!(
+            "the statement has {expected} parameter(s) but none were bound"
+        ))),
+        None => Ok(plan),
+    }
+}
+
+fn count_rows(batches: &[RecordBatch]) -> i64 {
+    batches
+        .iter()
+        .filter_map(|b| b.column_by_name("count"))
+        .filter_map(|c| c.as_any().downcast_ref::<UInt64Array>().cloned())
+        .map(|a| a.iter().flatten().sum::<u64>() as i64)
+        .sum()
+}
+
+/// The schema as the Flight encoder sends it: dictionaries hydrated to their value type.
+pub fn flight_schema(schema: &Schema) -> SchemaRef {
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| match f.data_type() {
+            DataType::Dictionary(_, value) => f.as_ref().clone().with_data_type(value.as_ref().clone()),
+            _ => f.as_ref().clone(),
+        })
+        .collect();
+    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
+}
+
+/// Maps an error raised while streaming results.
+pub fn flight_error_to_status(e: FlightError) -> Status {
+    match e {
+        FlightError::Tonic(status) => *status,
+        FlightError::ExternalError(inner) => match inner.downcast::<datafusion::error::DataFusionError>() {
+            Ok(df) => EngineError::from(*df).into(),
+            Err(other) => Status::internal(other.to_string()),
+        },
+        FlightError::Arrow(e) => EngineError::from(datafusion::error::DataFusionError::ArrowError(Box::new(e), None)).into(),
+        other => Status::internal(other.to_string()),
+    }
+}
+
+fn header<T>(request: &Request<T>, name: &str) -> Option<String> {
+    request.metadata().get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
+}
+
+fn schema_bytes(schema: &Schema) -> Result<bytes::Bytes, Status> {
+    let IpcMessage(bytes) = SchemaAsIpc::new(schema, &IpcWriteOptions::default())
+        .try_into()
+        .map_err(|e: datafusion::arrow::error::ArrowError| Status::internal(format!("encoding schema: {e}")))?;
+    Ok(bytes)
+}
+
+async fn read_params(stream: PeekableFlightDataStream) -> Result<Vec<RecordBatch>, EngineError> {
+    let decoded = FlightRecordBatchStream::new_from_flight_data(stream.into_inner().map_err(FlightError::from));
+    decoded
+        .try_collect()
+        .await
+        .map_err(|e| EngineError::InvalidRequest(format!("invalid parameter data: {e}")))
+}
+
+fn batch_stream(batch: RecordBatch) -> DoGetStream {
+    let schema = batch.schema();
+    let stream = FlightDataEncoderBuilder::new()
+        .with_schema(schema)
+        .build(futures::stream::once(async move { Ok(batch) }));
+    Box::pin(stream.map_err(flight_error_to_status))
+}
+
+#[tonic::async_trait]
+impl FlightSqlService for EngineService {
+    type FlightService = EngineService;
+
+    async fn do_handshake(
+        &self,
+        _request: Request<Streaming<HandshakeRequest>>,
+    ) -> Result<Response<Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>>, Status> {
+        let reply = HandshakeResponse { protocol_version: 0, payload: Default::default() };
+        Ok(Response::new(Box::pin(futures::stream::iter(vec![Ok(reply)]))))
+    }
+
+    async fn get_flight_info_statement(
+        &self,
+        query: CommandStatementQuery,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let handle = StatementHandle::new(query.query, header(&request, CATALOG_HEADER), header(&request, SCHEMA_HEADER));
+        let (state, plan) = self.plan(&handle).await?;
+        let schema = self.output_schema(&state, &plan).await?;
+        let ticket = TicketStatementQuery { statement_handle: handle.encode() }.as_any().encode_to_vec();
+        Ok(Response::new(self.flight_info(&schema, ticket, request.into_inner())?))
+    }
+
+    async fn get_flight_info_prepared_statement(
+        &self,
+        cmd: CommandPreparedStatementQuery,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let handle = StatementHandle::decode(&cmd.prepared_statement_handle)?;
+        let (state, plan) = self.plan(&handle).await?;
+        let schema = self.output_schema(&state, &plan).await?;
+        let ticket = TicketStatementQuery { statement_handle: handle.encode() }.as_any().encode_to_vec();
+        Ok(Response::new(self.flight_info(&schema, ticket, request.into_inner())?))
+    }
+
+    async fn do_get_statement(
+        &self,
+        ticket: TicketStatementQuery,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let handle = StatementHandle::decode(&ticket.statement_handle)?;
+        let (state, plan) = self.plan(&handle).await?;
+        Ok(Response::new(self.execute(state, plan).await?))
+    }
+
+    async fn do_get_prepared_statement(
+        &self,
+        cmd: CommandPreparedStatementQuery,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let handle = StatementHandle::decode(&cmd.prepared_statement_handle)?;
+        let (state, plan) = self.plan(&handle).await?;
+        Ok(Response::new(self.execute(state, plan).await?))
+    }
+
+    async fn do_get_fallback(
+        &self,
+        _request: Request<Ticket>,
+        message: Any,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        Err(Status::invalid_argument(format!("invalid ticket (unknown type `{}`)", message.type_url)))
+    }
+
+    async fn get_flight_info_catalogs(
+        &self,
+        query: CommandGetCatalogs,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = query.clone().into_builder().schema();
+        Ok(Response::new(self.flight_info(&schema, query.as_any().encode_to_vec(), request.into_inner())?))
+    }
+
+    async fn do_get_catalogs(
+        &self,
+        query: CommandGetCatalogs,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        Ok(Response::new(batch_stream(metadata::catalogs(&self.engine, query)?)))
+    }
+
+    async fn get_flight_info_schemas(
+        &self,
+        query: CommandGetDbSchemas,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = query.clone().into_builder().schema();
+        Ok(Response::new(self.flight_info(&schema, query.as_any().encode_to_vec(), request.into_inner())?))
+    }
+
+    async fn do_get_schemas(
+        &self,
+        query: CommandGetDbSchemas,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        Ok(Response::new(batch_stream(metadata::schemas(&self.engine, query)?)))
+    }
+
+    async fn get_flight_info_tables(
+        &self,
+        query: CommandGetTables,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = query.clone().into_builder().schema();
+        Ok(Response::new(self.flight_info(&schema, query.as_any().encode_to_vec(), request.into_inner())?))
+    }
+
+    async fn do_get_tables(
+        &self,
+        query: CommandGetTables,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        Ok(Response::new(batch_stream(metadata::tables(&self.engine, query).await?)))
+    }
+
+    async fn get_flight_info_table_types(
+        &self,
+        query: CommandGetTableTypes,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = metadata::table_types(query.clone())?.schema();
+        Ok(Response::new(self.flight_info(&schema, query.as_any().encode_to_vec(), request.into_inner())?))
+    }
+
+    async fn do_get_table_types(
+        &self,
+        query: CommandGetTableTypes,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        Ok(Response::new(batch_stream(metadata::table_types(query)?)))
+    }
+
+    async fn get_flight_info_sql_info(
+        &self,
+        query: CommandGetSqlInfo,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = query.clone().into_builder(&self.sql_info).schema();
+        Ok(Response::new(self.flight_info(&schema, query.as_any().encode_to_vec(), request.into_inner())?))
+    }
+
+    async fn do_get_sql_info(
+        &self,
+        query: CommandGetSqlInfo,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let batch = query.into_builder(&self.sql_info).build().map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(batch_stream(batch)))
+    }
+
+    async fn do_put_statement_update(
+        &self,
+        ticket: CommandStatementUpdate,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<i64, Status> {
+        let handle = StatementHandle::new(ticket.query, header(&request, CATALOG_HEADER), header(&request, SCHEMA_HEADER));
+        Ok(self.execute_update(&handle, &[]).await?)
+    }
+
+    async fn do_put_prepared_statement_query(
+        &self,
+        query: CommandPreparedStatementQuery,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<DoPutPreparedStatementResult, Status> {
+        let mut handle = StatementHandle::decode(&query.prepared_statement_handle)?;
+        let batches = read_params(request.into_inner()).await?;
+        let state = self.engine.session(handle.catalog.as_deref(), handle.schema.as_deref());
+        let plan = sql::plan(&state, &handle.sql).await?;
+        check_param_count(&batches, plan.get_parameter_types().map_err(EngineError::from)?.len())?;
+        // Bind now so wrong types fail here, at DoPut, with a clear message.
+        let rows = batches_to_rows(&batches)?;
+        bind(plan, rows.first())?;
+        handle.params = Some(batches_to_ipc(&batches)?);
+        Ok(DoPutPreparedStatementResult { prepared_statement_handle: Some(handle.encode()) })
+    }
+
+    async fn do_put_prepared_statement_update(
+        &self,
+        query: CommandPreparedStatementUpdate,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<i64, Status> {
+        let handle = StatementHandle::decode(&query.prepared_statement_handle)?;
+        let batches = read_params(request.into_inner()).await?;
+        let rows = if batches.iter().any(|b| b.num_rows() > 0) { batches_to_rows(&batches)? } else { handle.param_rows()? };
+        Ok(self.execute_update(&handle, &rows).await?)
+    }
+
+    async fn do_action_create_prepared_statement(
+        &self,
+        query: ActionCreatePreparedStatementRequest,
+        request: Request<arrow_flight::Action>,
+    ) -> Result<ActionCreatePreparedStatementResult, Status> {
+        let handle = StatementHandle::new(query.query, header(&request, CATALOG_HEADER), header(&request, SCHEMA_HEADER));
+        let state = self.engine.session(handle.catalog.as_deref(), handle.schema.as_deref());
+        let plan = sql::plan(&state, &handle.sql).await?;
+        let mut params: Vec<(usize, String, DataType)> = plan
+            .get_parameter_types()
+            .map_err(EngineError::from)?
+            .into_iter()
+            .map(|(name, ty)| {
+                let index = name.trim_start_matches('$').parse::<usize>().unwrap_or(usize::MAX);
+                (index, name, ty.unwrap_or(DataType::Null))
+            })
+            .collect();
+        params.sort();
+        let parameter_schema = Schema::new(
+            params.into_iter().map(|(_, name, ty)| Field::new(name, ty, true)).collect::<Vec<_>>(),
+        );
+        // An empty dataset schema tells clients (the JDBC driver) that this is an update.
+        let dataset_schema = match StatementKind::of(&plan) {
+            StatementKind::Query => flight_schema(plan.schema().as_arrow()),
+            StatementKind::Dml | StatementKind::Ddl => empty_schema(),
+        };
+        Ok(ActionCreatePreparedStatementResult {
+            prepared_statement_handle: handle.encode(),
+            dataset_schema: schema_bytes(&dataset_schema)?,
+            parameter_schema: schema_bytes(&parameter_schema)?,
+        })
+    }
+
+    async fn do_action_close_prepared_statement(
+        &self,
+        _query: ActionClosePreparedStatementRequest,
+        _request: Request<arrow_flight::Action>,
+    ) -> Result<(), Status> {
+        // Handles are self-contained: nothing is held on the worker.
+        Ok(())
+    }
+
+    async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::StringArray;
+
+    #[test]
+    fn dictionary_fields_are_hydrated_in_the_wire_schema() {
+        let schema = Schema::new(vec![
+            Field::new("year", DataType::Dictionary(Box::new(DataType::UInt16), Box::new(DataType::Utf8)), false),
+            Field::new("n", DataType::Int64, true),
+        ]);
+        let wire = flight_schema(&schema);
+        assert_eq!(wire.field(0).data_type(), &DataType::Utf8);
+        assert!(!wire.field(0).is_nullable());
+        assert_eq!(wire.field(1), schema.field(1));
+    }
+
+    #[test]
+    fn update_counts_are_summed() {
+        let schema = Arc::new(Schema::new(vec![Field::new("count", DataType::UInt64, false)]));
+        let b = RecordBatch::try_new(schema, vec![Arc::new(UInt64Array::from(vec![3, 4]))]).expect("batch");
+        assert_eq!(count_rows(&[b.clone(), b]), 14);
+        let other = RecordBatch::try_from_iter(vec![("x", Arc::new(StringArray::from(vec!["a"])) as _)]).expect("b");
+        assert_eq!(count_rows(&[other]), 0);
+    }
+}

@@ -1,0 +1,312 @@
+//! The Quiver configuration file: typed, documented, validated once at start-up.
+//!
+//! `load -> parse -> validate`, and every problem is reported as file, key and reason
+//! (`quiver check-config` prints them all). Unknown keys are errors: a mistyped security
+//! setting must fail at start-up, not be ignored.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use quiver_engine::config::{CatalogConfig, ConfigProblem, EngineConfig, default_tpch_schema, parse_bytes};
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct QuiverConfig {
+    /// Listening addresses and request limits.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// How callers are authenticated.
+    #[serde(default)]
+    pub auth: AuthConfig,
+    /// Session defaults for callers that set none.
+    #[serde(default)]
+    pub session: SessionConfig,
+    /// Worker pools, in order; the first is the default pool.
+    #[serde(default)]
+    pub pools: Vec<PoolConfig>,
+    /// The in-process engine worker used by pools with `embedded = true`, and by
+    /// `quiver engine`.
+    #[serde(default)]
+    pub engine: EngineConfig,
+}
+
+/// `[server]`
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Flight SQL listening address.
+    pub flight_addr: String,
+    /// HTTP (health, info) listening address.
+    pub http_addr: String,
+    /// Largest gRPC message accepted from a client, e.g. `"16MiB"`. Larger requests are refused
+    /// with RESOURCE_EXHAUSTED / OUT_OF_RANGE before they are decoded.
+    pub max_request_size: String,
+    /// Longest SQL text accepted, e.g. `"1MiB"`.
+    pub max_sql_size: String,
+    /// File holding the secret (at least 32 bytes) that signs session tokens, tickets and
+    /// prepared-statement handles. Replicas that share it accept each other's tokens and
+    /// tickets. Unset: a random secret per process (fine for one gateway).
+    pub secret_file: Option<PathBuf>,
+    /// How long a ticket returned by GetFlightInfo stays redeemable, in seconds.
+    pub ticket_ttl_secs: u64,
+    /// How long the gateway trusts its cached view of a pool's catalogs, in seconds.
+    pub metadata_ttl_secs: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            flight_addr: "127.0.0.1:8815".into(),
+            http_addr: "127.0.0.1:8816".into(),
+            max_request_size: "16MiB".into(),
+            max_sql_size: "1MiB".into(),
+            secret_file: None,
+            ticket_ttl_secs: 3600,
+            metadata_ttl_secs: 10,
+        }
+    }
+}
+
+/// How callers prove who they are.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum AuthMode {
+    /// Any user name, no password. Refused on non-loopback addresses.
+    #[default]
+    Open,
+    /// Users and argon2/bcrypt hashes from `password_file`.
+    PasswordFile,
+}
+
+/// `[auth]`
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// `open` or `password-file`.
+    pub mode: AuthMode,
+    /// Password file (`user:hash[:group,...]` per line) for `password-file` mode.
+    pub password_file: Option<PathBuf>,
+    /// Lifetime of the session tokens handed out on Handshake, in seconds.
+    pub token_ttl_secs: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig { mode: AuthMode::Open, password_file: None, token_ttl_secs: 3600 }
+    }
+}
+
+/// `[session]`
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionConfig {
+    /// Catalog for unqualified names. Unset: the first catalog of the embedded engine.
+    pub default_catalog: Option<String>,
+    /// Schema for unqualified names. Unset: the first schema of that catalog.
+    pub default_schema: Option<String>,
+}
+
+/// `[[pools]]`: a named set of engine workers.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PoolConfig {
+    /// Pool name, used by routing and in messages.
+    pub name: String,
+    /// Include the in-process engine (the `[engine]` table) as a worker.
+    #[serde(default)]
+    pub embedded: bool,
+    /// Remote workers: `grpc://host:port` or `grpc+tls://host:port`.
+    #[serde(default)]
+    pub workers: Vec<String>,
+}
+
+impl QuiverConfig {
+    /// The embedded default: open mode on loopback, one embedded pool with the `tpch` demo
+    /// catalog at `scale_factor`.
+    pub fn embedded_default(scale_factor: f64) -> Self {
+        QuiverConfig {
+            server: ServerConfig::default(),
+            auth: AuthConfig::default(),
+            session: SessionConfig {
+                default_catalog: Some("tpch".into()),
+                default_schema: Some(default_tpch_schema(scale_factor)),
+            },
+            pools: vec![PoolConfig { name: "default".into(), embedded: true, workers: vec![] }],
+            engine: EngineConfig {
+                catalogs: vec![CatalogConfig::Tpch { name: "tpch".into(), scale_factor, schema: None }],
+                ..Default::default()
+            },
+        }
+    }
+
+    /// Reads and parses `path`; on failure the message names the file, the key and the reason.
+    pub fn load(path: &Path) -> Result<Self, Vec<String>> {
+        let text = std::fs::read_to_string(path).map_err(|e| vec![format!("{}: {e}", path.display())])?;
+        Self::parse(&text).map_err(|e| vec![format!("{}: {e}", path.display())])
+    }
+
+    /// Parses TOML text.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| {
+            let what = e.message().to_string();
+            match e.span() {
+                Some(span) => {
+                    let line = text[..span.start.min(text.len())].lines().count().max(1);
+                    format!("line {line}: {what}")
+                }
+                None => what,
+            }
+        })
+    }
+
+    /// Every problem serde could not see.
+    pub fn validate(&self) -> Vec<ConfigProblem> {
+        let mut problems = Vec::new();
+        let mut push = |key: &str, reason: String| problems.push(ConfigProblem { key: key.into(), reason });
+        let flight = self.server.flight_addr.parse::<SocketAddr>();
+        if let Err(e) = &flight {
+            push("server.flight_addr", format!("`{}` is not an address (ip:port): {e}", self.server.flight_addr));
+        }
+        if let Err(e) = self.server.http_addr.parse::<SocketAddr>() {
+            push("server.http_addr", format!("`{}` is not an address (ip:port): {e}", self.server.http_addr));
+        }
+        for (key, value) in [("server.max_request_size", &self.server.max_request_size), ("server.max_sql_size", &self.server.max_sql_size)] {
+            if let Err(e) = parse_bytes(value) {
+                push(key, e);
+            }
+        }
+        if let Some(path) = &self.server.secret_file {
+            match std::fs::read(path) {
+                Ok(bytes) if bytes.trim_ascii().len() < 32 => {
+                    push("server.secret_file", format!("{} holds fewer than 32 bytes", path.display()))
+                }
+                Ok(_) => {}
+                Err(e) => push("server.secret_file", format!("{}: {e}", path.display())),
+            }
+        }
+        if self.server.ticket_ttl_secs == 0 {
+            push("server.ticket_ttl_secs", "must be at least 1".into());
+        }
+        match self.auth.mode {
+            AuthMode::Open => {
+                let loopback = |addr: &str| addr.parse::<SocketAddr>().map(|a| a.ip().is_loopback()).unwrap_or(true);
+                for (key, addr) in [("server.flight_addr", &self.server.flight_addr), ("server.http_addr", &self.server.http_addr)] {
+                    if !loopback(addr) {
+                        push(
+                            "auth.mode",
+                            format!("open mode accepts anyone without a password and may only listen on loopback, but {key} is {addr}"),
+                        );
+                    }
+                }
+            }
+            AuthMode::PasswordFile => match &self.auth.password_file {
+                None => push("auth.password_file", "required when auth.mode = \"password-file\"".into()),
+                Some(path) => {
+                    if let Err(e) = quiver_auth::PasswordFileAuthenticator::load(path) {
+                        push("auth.password_file", e);
+                    }
+                }
+            },
+        }
+        if self.auth.token_ttl_secs == 0 {
+            push("auth.token_ttl_secs", "must be at least 1".into());
+        }
+        if self.pools.is_empty() {
+            push("pools", "at least one pool is required".into());
+        }
+        let mut names = std::collections::HashSet::new();
+        let mut embedded = false;
+        for (i, pool) in self.pools.iter().enumerate() {
+            if pool.name.trim().is_empty() {
+                push(&format!("pools[{i}].name"), "must not be empty".into());
+            }
+            if !names.insert(pool.name.clone()) {
+                push(&format!("pools[{i}].name"), format!("pool `{}` is defined twice", pool.name));
+            }
+            if !pool.embedded && pool.workers.is_empty() {
+                push(&format!("pools[{i}].workers"), "a pool needs workers or `embedded = true`".into());
+            }
+            embedded |= pool.embedded;
+            for (j, uri) in pool.workers.iter().enumerate() {
+                if let Err(e) = crate::pool::worker_endpoint_uri(uri) {
+                    push(&format!("pools[{i}].workers[{j}]"), e);
+                }
+            }
+        }
+        if embedded && self.engine.catalogs.is_empty() {
+            push("engine.catalogs", "an embedded pool needs at least one catalog".into());
+        }
+        for p in self.engine.validate("engine") {
+            problems.push(p);
+        }
+        problems
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_is_valid() {
+        assert_eq!(QuiverConfig::embedded_default(0.01).validate(), vec![]);
+    }
+
+    #[test]
+    fn example_config_in_conf_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../conf/quiver.toml");
+        let cfg = QuiverConfig::load(&path).expect("conf/quiver.toml parses");
+        assert_eq!(cfg.validate(), vec![]);
+    }
+
+    #[test]
+    fn unknown_keys_name_the_line_and_key() {
+        let err = QuiverConfig::parse("[server]\nflight_addr = \"127.0.0.1:1\"\nflite_addr = \"x\"\n").unwrap_err();
+        assert!(err.contains("line 3") && err.contains("flite_addr"), "{err}");
+        let err = QuiverConfig::parse("[auth]\nmode = \"ldapp\"\n").unwrap_err();
+        assert!(err.contains("ldapp"), "{err}");
+    }
+
+    #[test]
+    fn open_mode_is_refused_off_loopback() {
+        let mut cfg = QuiverConfig::embedded_default(0.01);
+        cfg.server.flight_addr = "0.0.0.0:8815".into();
+        let problems = cfg.validate();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].key, "auth.mode");
+        assert!(problems[0].reason.contains("0.0.0.0:8815"));
+    }
+
+    #[test]
+    fn each_rejection_names_its_key() {
+        let cfg = QuiverConfig::parse(
+            r#"
+[server]
+flight_addr = "nowhere"
+max_sql_size = "big"
+[auth]
+mode = "password-file"
+[[pools]]
+name = "a"
+[[pools]]
+name = "a"
+workers = ["http://x:1"]
+"#,
+        )
+        .expect("parses");
+        let keys: Vec<String> = cfg.validate().into_iter().map(|p| p.key).collect();
+        assert_eq!(
+            keys,
+            vec![
+                "server.flight_addr",
+                "server.max_sql_size",
+                "auth.password_file",
+                "pools[0].workers",
+                "pools[1].name",
+                "pools[1].workers[0]",
+            ]
+        );
+    }
+}

@@ -1,0 +1,165 @@
+//! The gateway's Flight SQL service: the front door every client talks to.
+//!
+//! Statements are planned and run on a worker of the pool the router picks; their FlightData
+//! frames are forwarded to the client as they arrive, never decoded. Metadata calls are
+//! answered by the gateway from the merged, authorization-filtered view of all pools.
+
+mod actions;
+mod metadata;
+mod prepared;
+mod service;
+pub mod session_proto;
+mod statements;
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use arrow_flight::FlightData;
+use arrow_flight::flight_service_server::FlightServiceServer;
+use arrow_flight::sql::metadata::{SqlInfoData, XdbcTypeInfoData};
+use bytes::Bytes;
+use futures::Stream;
+use moka::sync::Cache;
+use parking_lot::Mutex;
+use quiver_policies::Authorizer;
+use tokio::sync::Notify;
+use tonic::Request;
+
+use crate::auth_layer::CallContext;
+use crate::error::{GatewayError, Result};
+use crate::router::Router;
+use crate::session::SessionStore;
+use crate::tickets::Sealer;
+
+pub(crate) type FlightDataStream = Pin<Box<dyn Stream<Item = std::result::Result<FlightData, tonic::Status>> + Send>>;
+
+/// Client headers that override the session's catalog and schema for one call.
+pub const CATALOG_HEADER: &str = quiver_engine::CATALOG_HEADER;
+/// See [`CATALOG_HEADER`].
+pub const SCHEMA_HEADER: &str = quiver_engine::SCHEMA_HEADER;
+
+/// Settings of the Flight service.
+#[derive(Debug, Clone)]
+pub struct FlightSettings {
+    /// Catalog for unqualified names when the session sets none.
+    pub default_catalog: String,
+    /// Schema for unqualified names when the session sets none.
+    pub default_schema: String,
+    /// Longest SQL text accepted.
+    pub max_sql_bytes: usize,
+    /// Largest gRPC message accepted from a client.
+    pub max_request_bytes: usize,
+}
+
+/// A running DoGet that CancelFlightInfo can stop.
+#[derive(Debug, Default)]
+pub(crate) struct CancelFlag {
+    cancelled: AtomicBool,
+    notify: Notify,
+}
+
+impl CancelFlag {
+    fn cancel(&self) {
+        self.cancelled.store(true, Ordering::SeqCst);
+        self.notify.notify_waiters();
+    }
+
+    fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::SeqCst)
+    }
+}
+
+/// The Flight SQL front door.
+pub struct GatewayService {
+    pub(crate) router: Router,
+    pub(crate) sealer: Sealer,
+    pub(crate) sessions: SessionStore,
+    pub(crate) authorizer: Arc<dyn Authorizer>,
+    pub(crate) settings: FlightSettings,
+    pub(crate) sql_info: SqlInfoData,
+    pub(crate) xdbc: XdbcTypeInfoData,
+    /// Prepared-statement id -> latest sealed handle (with bound parameters), for clients
+    /// that keep using the handle they got at creation.
+    pub(crate) bound: Cache<String, Bytes>,
+    /// Ticket id -> flag of a DoGet in progress.
+    pub(crate) running: Arc<Mutex<HashMap<String, Arc<CancelFlag>>>>,
+    /// Ticket ids cancelled before their DoGet started.
+    pub(crate) cancelled: Cache<String, ()>,
+}
+
+impl std::fmt::Debug for GatewayService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayService").field("settings", &self.settings).finish()
+    }
+}
+
+impl GatewayService {
+    /// Builds the service.
+    pub fn new(
+        router: Router,
+        sealer: Sealer,
+        authorizer: Arc<dyn Authorizer>,
+        settings: FlightSettings,
+    ) -> Result<Self> {
+        let sql_info = crate::sql_info::sql_info_data(env!("CARGO_PKG_VERSION"))
+            .map_err(|e| GatewayError::Internal(format!("SqlInfo: {e}")))?;
+        let xdbc = crate::xdbc::xdbc_type_info_data().map_err(|e| GatewayError::Internal(format!("XdbcTypeInfo: {e}")))?;
+        Ok(GatewayService {
+            router,
+            sealer,
+            sessions: SessionStore::default(),
+            authorizer,
+            settings,
+            sql_info,
+            xdbc,
+            bound: Cache::builder().max_capacity(100_000).time_to_idle(Duration::from_secs(3600)).build(),
+            running: Arc::new(Mutex::new(HashMap::new())),
+            cancelled: Cache::builder().max_capacity(100_000).time_to_live(Duration::from_secs(3600)).build(),
+        })
+    }
+
+    /// The tonic server for this service, with the request size limit applied.
+    pub fn into_server(self) -> FlightServiceServer<Self> {
+        let limit = self.settings.max_request_bytes;
+        FlightServiceServer::new(self).max_decoding_message_size(limit).max_encoding_message_size(64 * 1024 * 1024)
+    }
+}
+
+/// The caller of a request, put there by the authentication layer.
+pub(crate) fn caller<T>(request: &Request<T>) -> Result<CallContext> {
+    request
+        .extensions()
+        .get::<CallContext>()
+        .cloned()
+        .ok_or_else(|| GatewayError::Auth(quiver_auth::AuthError::Unsupported("request was not authenticated".into())))
+}
+
+/// The catalog and schema unqualified names resolve to for this call: request headers, then
+/// the session, then the configured defaults.
+pub(crate) fn session_defaults<T>(svc: &GatewayService, ctx: &CallContext, request: &Request<T>) -> (String, String) {
+    let header = |name: &str| {
+        request.metadata().get(name).and_then(|v| v.to_str().ok()).filter(|v| !v.is_empty()).map(str::to_string)
+    };
+    let session = ctx.session_id.as_deref().and_then(|id| svc.sessions.get(id, &ctx.identity.user));
+    let catalog = header(CATALOG_HEADER)
+        .or_else(|| session.as_ref().and_then(|s| s.catalog.clone()))
+        .unwrap_or_else(|| svc.settings.default_catalog.clone());
+    let schema = header(SCHEMA_HEADER)
+        .or_else(|| session.as_ref().and_then(|s| s.schema.clone()))
+        .unwrap_or_else(|| svc.settings.default_schema.clone());
+    (catalog, schema)
+}
+
+/// Adds the session defaults to a request bound for a worker.
+pub(crate) fn with_defaults<T>(mut request: Request<T>, catalog: &str, schema: &str) -> Request<T> {
+    if let Ok(v) = catalog.parse() {
+        request.metadata_mut().insert(CATALOG_HEADER, v);
+    }
+    if let Ok(v) = schema.parse() {
+        request.metadata_mut().insert(SCHEMA_HEADER, v);
+    }
+    request
+}

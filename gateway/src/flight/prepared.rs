@@ -1,0 +1,175 @@
+//! Prepared statements. The worker's handle is self-contained (SQL, defaults, bound
+//! parameters); the gateway seals it with the pool and the user, so any replica can serve any
+//! step. Binding parameters returns an updated handle (DoPutPreparedStatementResult), and the
+//! gateway also remembers it for clients that keep using the original handle.
+
+use std::sync::Arc;
+
+use arrow_flight::sql::server::PeekableFlightDataStream;
+use arrow_flight::sql::{
+    ActionCreatePreparedStatementRequest, ActionCreatePreparedStatementResult, Any, CommandPreparedStatementQuery,
+    CommandPreparedStatementUpdate, DoPutPreparedStatementResult, ProstMessageExt,
+};
+use arrow_flight::{Action, FlightDescriptor, FlightInfo};
+use bytes::Bytes;
+use prost::Message;
+use tonic::Request;
+
+use super::statements::{forwardable, put_update};
+use super::{GatewayService, with_defaults};
+use crate::auth_layer::CallContext;
+use crate::error::{GatewayError, Result};
+use crate::pool::{Pool, Worker};
+use crate::tickets::{Sealed, new_id};
+
+/// An opened prepared-statement handle.
+pub(crate) struct Prepared {
+    id: String,
+    pool: Arc<Pool>,
+    handle: Vec<u8>,
+    update: bool,
+}
+
+impl GatewayService {
+    fn open_prepared(&self, ctx: &CallContext, sealed: &[u8]) -> Result<Prepared> {
+        let open = |bytes: &[u8]| match self.sealer.open(&ctx.identity.user, bytes)? {
+            Sealed::Prepared { id, pool, handle, update } => Ok((id, pool, handle, update)),
+            _ => Err(GatewayError::InvalidTicket("not a prepared-statement handle".into())),
+        };
+        let (id, pool, mut handle, update) = open(sealed)?;
+        // A client that kept the creation handle gets the parameters it bound since.
+        if let Some(latest) = self.bound.get(&id)
+            && let Ok((_, _, latest_handle, _)) = open(&latest)
+        {
+            handle = latest_handle;
+        }
+        Ok(Prepared { id, pool: self.router.pool(&pool)?, handle, update })
+    }
+
+    fn seal_prepared(&self, ctx: &CallContext, p: &Prepared, handle: Vec<u8>) -> Bytes {
+        self.sealer.seal(
+            &ctx.identity.user,
+            Sealed::Prepared { id: p.id.clone(), pool: p.pool.name.clone(), handle, update: p.update },
+        )
+    }
+
+    /// ActionCreatePreparedStatement: checked now and again at execution.
+    pub(crate) async fn create_prepared(
+        &self,
+        ctx: &CallContext,
+        query: ActionCreatePreparedStatementRequest,
+        catalog: &str,
+        schema: &str,
+    ) -> Result<ActionCreatePreparedStatementResult> {
+        let (analysis, pool) = self.admit(ctx, &query.query, catalog, schema).await?;
+        let worker = pool.pick()?;
+        let _inflight = worker.begin();
+        let action = Action { r#type: "CreatePreparedStatement".into(), body: query.as_any().encode_to_vec().into() };
+        let mut results = worker
+            .client()
+            .do_action(with_defaults(Request::new(action), catalog, schema))
+            .await
+            .map_err(|s| worker.error(s))?
+            .into_inner();
+        let body = results
+            .message()
+            .await
+            .map_err(|s| worker.error(s))?
+            .ok_or_else(|| GatewayError::Internal(format!("worker {} returned no prepared statement", worker.uri)))?
+            .body;
+        let mut result: ActionCreatePreparedStatementResult = Any::decode(body)
+            .ok()
+            .and_then(|any| any.unpack().ok().flatten())
+            .ok_or_else(|| GatewayError::Internal(format!("worker {} returned a malformed prepared statement", worker.uri)))?;
+        let prepared = Prepared {
+            id: new_id(),
+            pool,
+            handle: result.prepared_statement_handle.to_vec(),
+            update: analysis.query_type.is_write(),
+        };
+        result.prepared_statement_handle = self.seal_prepared(ctx, &prepared, prepared.handle.clone());
+        Ok(result)
+    }
+
+    /// DoPut(CommandPreparedStatementQuery): bind parameters on a worker, return the new handle.
+    pub(crate) async fn bind_prepared(
+        &self,
+        ctx: &CallContext,
+        cmd: CommandPreparedStatementQuery,
+        stream: PeekableFlightDataStream,
+    ) -> Result<DoPutPreparedStatementResult> {
+        let prepared = self.open_prepared(ctx, &cmd.prepared_statement_handle)?;
+        let worker: Arc<Worker> = prepared.pool.pick()?;
+        let _inflight = worker.begin();
+        let worker_cmd = CommandPreparedStatementQuery { prepared_statement_handle: prepared.handle.clone().into() };
+        let outbound = forwardable(stream, Some(worker_cmd.as_any().encode_to_vec().into()));
+        let mut results = worker.client().do_put(Request::new(outbound)).await.map_err(|s| worker.error(s))?.into_inner();
+        let first = results
+            .message()
+            .await
+            .map_err(|s| worker.error(s))?
+            .ok_or_else(|| GatewayError::Internal(format!("worker {} sent no DoPut result", worker.uri)))?;
+        let bound = DoPutPreparedStatementResult::decode(first.app_metadata)
+            .map_err(|e| GatewayError::Internal(format!("worker {} sent a bad DoPut result: {e}", worker.uri)))?;
+        let new_handle = bound.prepared_statement_handle.map(|h| h.to_vec()).unwrap_or(prepared.handle.clone());
+        let sealed = self.seal_prepared(ctx, &prepared, new_handle);
+        self.bound.insert(prepared.id.clone(), sealed.clone());
+        Ok(DoPutPreparedStatementResult { prepared_statement_handle: Some(sealed) })
+    }
+
+    /// GetFlightInfo(CommandPreparedStatementQuery): plan with the bound parameters.
+    pub(crate) async fn prepared_info(
+        &self,
+        ctx: &CallContext,
+        cmd: CommandPreparedStatementQuery,
+        descriptor: FlightDescriptor,
+    ) -> Result<FlightInfo> {
+        let prepared = self.open_prepared(ctx, &cmd.prepared_statement_handle)?;
+        self.recheck(ctx).await?;
+        let worker = prepared.pool.pick()?;
+        let _inflight = worker.begin();
+        let worker_cmd = CommandPreparedStatementQuery { prepared_statement_handle: prepared.handle.clone().into() };
+        let worker_descriptor = FlightDescriptor::new_cmd(worker_cmd.as_any().encode_to_vec());
+        let info = worker
+            .client()
+            .get_flight_info(Request::new(worker_descriptor))
+            .await
+            .map_err(|s| worker.error(s))?
+            .into_inner();
+        Ok(self.seal_info(&ctx.identity.user, &prepared.pool.name, info, descriptor))
+    }
+
+    /// DoPut(CommandPreparedStatementUpdate): run with the parameters sent or bound.
+    pub(crate) async fn prepared_update(
+        &self,
+        ctx: &CallContext,
+        cmd: CommandPreparedStatementUpdate,
+        stream: PeekableFlightDataStream,
+    ) -> Result<i64> {
+        let prepared = self.open_prepared(ctx, &cmd.prepared_statement_handle)?;
+        self.recheck(ctx).await?;
+        let worker = prepared.pool.pick()?;
+        let worker_cmd = CommandPreparedStatementUpdate { prepared_statement_handle: prepared.handle.clone().into() };
+        let outbound = forwardable(stream, Some(worker_cmd.as_any().encode_to_vec().into()));
+        let count = put_update(&worker, Request::new(outbound)).await;
+        if prepared.update {
+            prepared.pool.invalidate_catalog();
+        }
+        count
+    }
+
+    /// ActionClosePreparedStatement: forget the bound parameters.
+    pub(crate) fn close_prepared(&self, ctx: &CallContext, sealed: &[u8]) -> Result<()> {
+        let prepared = self.open_prepared(ctx, sealed)?;
+        self.bound.invalidate(&prepared.id);
+        Ok(())
+    }
+
+    /// Prepared statements are authorized again at execution: the policy may have changed.
+    async fn recheck(&self, ctx: &CallContext) -> Result<()> {
+        self.authorizer
+            .check(&ctx.identity, quiver_policies::Operation::ExecuteQuery, &quiver_policies::Resource::None)
+            .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,10 @@
+//! Quiver's workspace integration tests: one test binary (faster to link on small machines),
+//! one module per feature. Every test starts its own servers on 127.0.0.1:0.
+
+mod common;
+mod errors;
+mod gateway_surface;
+mod pools;
+mod prepared;
+mod tpch;
+mod worker;
