@@ -38,6 +38,9 @@ impl Engine {
         let mut session = SessionConfig::new()
             .with_information_schema(true)
             .with_create_default_catalog_and_schema(config.catalogs.is_empty());
+        // Plain Utf8 strings on the wire: JDBC, ODBC and older ADBC drivers do not read Utf8View.
+        session.options_mut().sql_parser.map_string_types_to_utf8view = false;
+        session.options_mut().execution.parquet.schema_force_view_types = false;
         if let Some(n) = config.target_partitions {
             session = session.with_target_partitions(n);
         }

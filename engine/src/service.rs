@@ -39,6 +39,10 @@ use crate::{CATALOG_HEADER, Engine, SCHEMA_HEADER, metadata};
 
 type DoGetStream = Pin<Box<dyn Stream<Item = Result<arrow_flight::FlightData, Status>> + Send + 'static>>;
 
+/// Target size of one FlightData message: well under the 4 MiB that gRPC clients (Go, Java)
+/// accept by default, and small enough to stream smoothly.
+const MAX_FLIGHT_DATA_BYTES: usize = 1024 * 1024;
+
 /// Largest gRPC message the worker accepts or sends.
 const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
@@ -126,8 +130,14 @@ impl EngineService {
                 (schema, execute_stream(physical, state.task_ctx())?)
             }
         };
-        let batches = stream.map_err(|e| FlightError::ExternalError(Box::new(e)));
-        let encoded = FlightDataEncoderBuilder::new().with_schema(schema).build(batches);
+        let wire = schema.clone();
+        let batches = stream
+            .map_err(|e| FlightError::ExternalError(Box::new(e)))
+            .and_then(move |batch| futures::future::ready(to_wire(&wire, batch)));
+        let encoded = FlightDataEncoderBuilder::new()
+            .with_max_flight_data_size(MAX_FLIGHT_DATA_BYTES)
+            .with_schema(schema)
+            .build(batches);
         Ok(Box::pin(encoded.map_err(flight_error_to_status)))
     }
 
@@ -168,7 +178,20 @@ fn bind(plan: LogicalPlan, row: Option<&Vec<datafusion::common::ScalarValue>>) -
                     values.len()
                 )));
             }
-            Ok(plan.with_param_values(values.clone()).map_err(|e| EngineError::InvalidRequest(format!("parameters: {e}")))?)
+            // Cast each value to the type the plan expects where it knows one, so a client that
+            // binds Int32 or Utf8 for a BIGINT or VARCHAR slot is served, not refused.
+            let types = plan.get_parameter_types()?;
+            let values = values
+                .iter()
+                .enumerate()
+                .map(|(i, v)| match types.get(&format!("${}", i + 1)) {
+                    Some(Some(t)) if &v.data_type() != t && !v.is_null() => v.cast_to(t).map_err(|e| {
+                        EngineError::InvalidRequest(format!("parameter ${}: cannot use {v:?} as {t}: {e}", i + 1))
+                    }),
+                    _ => Ok(v.clone()),
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(plan.with_param_values(values).map_err(|e| EngineError::InvalidRequest(format!("parameters: {e}")))?)
         }
         None if expected > 0 => Err(EngineError::InvalidRequest(format!(
             "the statement has {expected} parameter(s) but none were bound"
@@ -186,17 +209,52 @@ fn count_rows(batches: &[RecordBatch]) -> i64 {
         .sum()
 }
 
-/// The schema as the Flight encoder sends it: dictionaries hydrated to their value type.
+/// The schema results have on the wire: dictionaries hydrated to their value type, and view
+/// types as their plain forms. Views are unknown to many clients (JDBC, ODBC), and a sliced
+/// view array still carries all of its data buffers into IPC, which would blow message sizes.
 pub fn flight_schema(schema: &Schema) -> SchemaRef {
     let fields: Vec<Field> = schema
         .fields()
         .iter()
-        .map(|f| match f.data_type() {
-            DataType::Dictionary(_, value) => f.as_ref().clone().with_data_type(value.as_ref().clone()),
-            _ => f.as_ref().clone(),
+        .map(|f| match wire_type(f.data_type()) {
+            Some(t) => f.as_ref().clone().with_data_type(t),
+            None => f.as_ref().clone(),
         })
         .collect();
     Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
+}
+
+fn wire_type(t: &DataType) -> Option<DataType> {
+    match t {
+        DataType::Dictionary(_, value) => Some(wire_type(value).unwrap_or_else(|| value.as_ref().clone())),
+        DataType::Utf8View => Some(DataType::Utf8),
+        DataType::BinaryView => Some(DataType::Binary),
+        _ => None,
+    }
+}
+
+/// Casts a batch's columns to the wire schema where their types differ.
+fn to_wire(wire: &SchemaRef, batch: RecordBatch) -> Result<RecordBatch, FlightError> {
+    if batch.schema().fields().iter().zip(wire.fields()).all(|(a, b)| a.data_type() == b.data_type()) {
+        return Ok(batch);
+    }
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(wire.fields())
+        .map(|(c, f)| {
+            if c.data_type() == f.data_type() {
+                Ok(c.clone())
+            } else {
+                datafusion::arrow::compute::cast(c, f.data_type())
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(RecordBatch::try_new_with_options(
+        wire.clone(),
+        columns,
+        &datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
+    )?)
 }
 
 /// Maps an error raised while streaming results.
@@ -224,7 +282,13 @@ fn schema_bytes(schema: &Schema) -> Result<bytes::Bytes, Status> {
 }
 
 async fn read_params(stream: PeekableFlightDataStream) -> Result<Vec<RecordBatch>, EngineError> {
-    let decoded = FlightRecordBatchStream::new_from_flight_data(stream.into_inner().map_err(FlightError::from));
+    // into_peekable keeps the first message (descriptor and schema) that dispatch peeked at.
+    // A descriptor-only message (no IPC header) carries no data: skip it.
+    let messages = stream
+        .into_peekable()
+        .try_filter(|m| futures::future::ready(!m.data_header.is_empty()))
+        .map_err(FlightError::from);
+    let decoded = FlightRecordBatchStream::new_from_flight_data(messages);
     decoded
         .try_collect()
         .await
@@ -486,6 +550,8 @@ mod tests {
         assert_eq!(wire.field(0).data_type(), &DataType::Utf8);
         assert!(!wire.field(0).is_nullable());
         assert_eq!(wire.field(1), schema.field(1));
+        let views = Schema::new(vec![Field::new("s", DataType::Utf8View, true)]);
+        assert_eq!(flight_schema(&views).field(0).data_type(), &DataType::Utf8);
     }
 
     #[test]

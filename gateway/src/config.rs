@@ -153,7 +153,7 @@ impl QuiverConfig {
             let what = e.message().to_string();
             match e.span() {
                 Some(span) => {
-                    let line = text[..span.start.min(text.len())].lines().count().max(1);
+                    let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
                     format!("line {line}: {what}")
                 }
                 None => what,

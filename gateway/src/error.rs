@@ -35,7 +35,7 @@ pub enum GatewayError {
     #[error("{0}")]
     Unimplemented(String),
     /// A worker's own error, passed on with its code.
-    #[error("{0}")]
+    #[error("{}", .0.message())]
     Worker(Status),
     /// A bug.
     #[error("internal error: {0}")]

@@ -147,3 +147,8 @@ pub async fn raw_query(raw: &mut FlightServiceClient<Channel>, sql: &str) -> Res
     Ok(out)
 }
 
+
+/// The value at (`column`, `row`) as text, whatever the string type (Utf8, Utf8View, ...).
+pub fn text(batch: &RecordBatch, column: usize, row: usize) -> String {
+    datafusion::arrow::util::display::array_value_to_string(batch.column(column), row).expect("displayable")
+}

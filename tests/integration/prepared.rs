@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{AsArray, Int64Array, RecordBatch, StringArray};
+use datafusion::arrow::array::{Int64Array, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 
 use crate::common::*;
@@ -27,7 +27,7 @@ async fn prepared_query_binds_parameters_and_announces_schemas() {
         let info = stmt.execute().await.expect("execute");
         let batches = fetch(&mut c, info).await;
         assert_eq!(rows(&batches), 1);
-        assert_eq!(batches[0].column(0).as_string::<i32>().value(0), name);
+        assert_eq!(text(&batches[0], 0, 0), name);
         assert_eq!(batches[0].schema().as_ref(), &dataset);
     }
     stmt.close().await.expect("close succeeds");
@@ -51,7 +51,7 @@ async fn prepared_updates_report_counts_and_have_an_empty_dataset_schema() {
     }
     let batches = query(&mut c, "SELECT a, b FROM memory.default.p ORDER BY a").await;
     assert_eq!(rows(&batches), 2);
-    assert_eq!(batches[0].column(1).as_string::<i32>().value(1), "y");
+    assert_eq!(text(&batches[0], 1, 1), "y");
     gw.shutdown().await;
 }
 
@@ -76,7 +76,8 @@ async fn wrong_missing_and_extra_parameters_are_invalid_argument() {
     .expect("batch");
     stmt.set_parameters(wrong).expect("bind");
     let err = stmt.execute().await.expect_err("wrong type");
-    assert!(err.to_string().contains("InvalidArgument") || err.to_string().contains("Invalid"), "{err}");
+    let text = err.to_string().to_lowercase();
+    assert!(text.contains("invalid argument") && text.contains("seven"), "{err}");
     // The connection still works.
     assert_eq!(rows(&query(&mut c, "SELECT 1").await), 1);
     gw.shutdown().await;
@@ -98,7 +99,7 @@ async fn a_prepared_handle_works_on_another_replica() {
     let mut on_b = client(b.flight_addr).await;
     on_b.set_token(on_a.token().expect("token").clone());
     let batches = fetch(&mut on_b, info).await;
-    assert_eq!(batches[0].column(0).as_string::<i32>().value(0), "EUROPE");
+    assert_eq!(text(&batches[0], 0, 0), "EUROPE");
     a.shutdown().await;
     b.shutdown().await;
 }

@@ -1,9 +1,9 @@
 //! Catalogs built from the `[[engine.catalogs]]` configuration.
 //!
 //! Three kinds, one module each:
-//! - [`tpch`]: the eight TPC-H tables generated in memory at a scale factor;
-//! - [`files`]: a directory tree of Parquet / CSV / NDJSON files (Hive partitions pruned);
-//! - [`memory`]: empty in-memory schemas for `CREATE TABLE` / `INSERT INTO`.
+//! - `tpch`: the eight TPC-H tables generated in memory at a scale factor;
+//! - `files`: a directory tree of Parquet / CSV / NDJSON files (Hive partitions pruned);
+//! - `memory`: empty in-memory schemas for `CREATE TABLE` / `INSERT INTO`.
 //!
 //! [`build_catalog`] is the one entry point; the caller registers the returned provider
 //! under the configured name. Schema and table names are lowercased so unquoted SQL finds

@@ -4,7 +4,7 @@
 //! an unsplit generator would) and the parts are generated on a small pool of scoped threads,
 //! one per core. Each part becomes one partition of the table's [`MemTable`], so scans are
 //! parallel too. Column names and types are tpchgen-arrow's: keys `Int64`, money and
-//! quantities `Decimal128(15, 2)`, dates `Date32`, strings `Utf8View`.
+//! quantities `Decimal128(15, 2)`, dates `Date32`, strings `Utf8` (cast from tpchgen's `Utf8View`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -70,6 +70,11 @@ impl Table {
     }
 
     fn schema(self) -> SchemaRef {
+        plain_string_schema(&self.view_schema())
+    }
+
+    /// The schema tpchgen-arrow produces (strings as Utf8View).
+    fn view_schema(self) -> SchemaRef {
         match self {
             Table::LineItem => LineItemArrow::schema_ref(),
             Table::Orders => OrderArrow::schema_ref(),
@@ -105,6 +110,14 @@ impl Table {
 
     /// Generates part `part` (1-based) of `parts`.
     fn generate(self, scale_factor: f64, part: i32, parts: i32) -> Result<Vec<RecordBatch>, ArrowError> {
+        let schema = self.schema();
+        self.generate_views(scale_factor, part, parts)?
+            .into_iter()
+            .map(|batch| plain_strings(&schema, batch))
+            .collect()
+    }
+
+    fn generate_views(self, scale_factor: f64, part: i32, parts: i32) -> Result<Vec<RecordBatch>, ArrowError> {
         let sf = scale_factor;
         match self {
             Table::LineItem => LineItemArrow::new(LineItemGenerator::new(sf, part, parts)).collect(),
@@ -117,6 +130,32 @@ impl Table {
             Table::Region => RegionArrow::new(RegionGenerator::new(sf, part, parts)).collect(),
         }
     }
+}
+
+/// Strings are served as plain Utf8: every Flight SQL client (JDBC, ODBC, older ADBC) reads it,
+/// while Utf8View is still unknown to some.
+fn plain_string_schema(schema: &SchemaRef) -> SchemaRef {
+    let fields: Vec<_> = schema
+        .fields()
+        .iter()
+        .map(|f| match f.data_type() {
+            datafusion::arrow::datatypes::DataType::Utf8View => {
+                f.as_ref().clone().with_data_type(datafusion::arrow::datatypes::DataType::Utf8)
+            }
+            _ => f.as_ref().clone(),
+        })
+        .collect();
+    std::sync::Arc::new(datafusion::arrow::datatypes::Schema::new_with_metadata(fields, schema.metadata().clone()))
+}
+
+fn plain_strings(schema: &SchemaRef, batch: RecordBatch) -> Result<RecordBatch, ArrowError> {
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(c, f)| datafusion::arrow::compute::cast(c, f.data_type()))
+        .collect::<Result<Vec<_>, _>>()?;
+    RecordBatch::try_new(schema.clone(), columns)
 }
 
 /// Each generated table with its partitions (one per part, in part order).
@@ -186,7 +225,9 @@ fn generate_all(scale_factor: f64) -> Result<Generated, String> {
     let next = AtomicUsize::new(0);
     let mut results: Vec<Option<Vec<RecordBatch>>> = vec![None; jobs.len()];
 
-    std::thread::scope(|scope| {
+    // Every worker is joined inside the scope (a panicking one reports an error instead of
+    // making `scope` panic); results are sorted into place afterwards.
+    let joined: Vec<_> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..threads.min(jobs.len()))
             .map(|_| {
                 scope.spawn(|| {
@@ -200,18 +241,17 @@ fn generate_all(scale_factor: f64) -> Result<Generated, String> {
                 })
             })
             .collect();
-        for worker in workers {
-            let done = worker.join().map_err(|_| "a TPC-H generator thread panicked".to_string())?;
-            for (i, batches) in done {
-                let job = jobs[i];
-                let batches = batches.map_err(|e| {
-                    format!("generating TPC-H {} part {}/{}: {e}", job.table.name(), job.part, job.parts)
-                })?;
-                results[i] = Some(batches);
-            }
+        workers.into_iter().map(|worker| worker.join()).collect()
+    });
+    for done in joined {
+        let done = done.map_err(|_| "a TPC-H generator thread panicked".to_string())?;
+        for (i, batches) in done {
+            let (Some(job), Some(slot)) = (jobs.get(i), results.get_mut(i)) else { continue };
+            let batches = batches
+                .map_err(|e| format!("generating TPC-H {} part {}/{}: {e}", job.table.name(), job.part, job.parts))?;
+            *slot = Some(batches);
         }
-        Ok::<(), String>(())
-    })?;
+    }
 
     let mut tables: Generated = Vec::with_capacity(Table::ALL.len());
     for (job, batches) in jobs.iter().zip(results) {
