@@ -17,7 +17,7 @@ mod open;
 mod password_file;
 mod token;
 
-pub use chain::{AuthenticatorChain, Authenticator};
+pub use chain::{Authenticator, AuthenticatorChain};
 pub use error::AuthError;
 pub use identity::{Credentials, Identity};
 pub use open::OpenAuthenticator;

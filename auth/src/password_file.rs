@@ -159,7 +159,9 @@ impl Authenticator for PasswordFileAuthenticator {
             .await
             .map_err(|e| AuthError::Unavailable(format!("password check failed: {e}")))?;
         match entry {
-            Some(entry) if ok => Ok(Some(Identity::new(user.clone(), "password-file").with_groups(entry.groups.clone()))),
+            Some(entry) if ok => {
+                Ok(Some(Identity::new(user.clone(), "password-file").with_groups(entry.groups.clone())))
+            }
             _ => Err(AuthError::InvalidCredentials),
         }
     }
@@ -174,10 +176,8 @@ mod tests {
     }
 
     fn write(path: &Path, lines: &[(&str, &str, &str)]) {
-        let text: String = lines
-            .iter()
-            .map(|(u, p, g)| format!("{u}:{}:{g}\n", hash_password(p).expect("hash")))
-            .collect();
+        let text: String =
+            lines.iter().map(|(u, p, g)| format!("{u}:{}:{g}\n", hash_password(p).expect("hash"))).collect();
         std::fs::write(path, format!("# users\n\n{text}")).expect("write");
     }
 

@@ -175,9 +175,7 @@ pub fn parse_bytes(s: &str) -> Result<usize, String> {
     let t = s.trim();
     let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let value: f64 = num
-        .parse()
-        .map_err(|_| format!("`{s}` is not a size (expected e.g. `512MiB`, `4GB`)"))?;
+    let value: f64 = num.parse().map_err(|_| format!("`{s}` is not a size (expected e.g. `512MiB`, `4GB`)"))?;
     let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1.0,
         "kb" => 1e3,
@@ -220,10 +218,8 @@ mod tests {
 
     #[test]
     fn unknown_catalog_keys_are_rejected() {
-        let err = toml::from_str::<EngineConfig>(
-            "[[catalogs]]\nkind = \"tpch\"\nname = \"tpch\"\nscale_factr = 1.0\n",
-        )
-        .unwrap_err();
+        let err = toml::from_str::<EngineConfig>("[[catalogs]]\nkind = \"tpch\"\nname = \"tpch\"\nscale_factr = 1.0\n")
+            .unwrap_err();
         assert!(err.to_string().contains("scale_factr"), "{err}");
     }
 

@@ -47,17 +47,18 @@ impl Engine {
         if let Some(n) = config.batch_size {
             session = session.with_batch_size(n);
         }
-        let mut state = SessionStateBuilder::new()
-            .with_config(session)
-            .with_runtime_env(runtime)
-            .with_default_features()
-            .build();
+        let mut state =
+            SessionStateBuilder::new().with_config(session).with_runtime_env(runtime).with_default_features().build();
 
         let mut first: Option<(String, Arc<dyn CatalogProvider>)> = None;
         for catalog in &config.catalogs {
             let started = std::time::Instant::now();
             let provider = build_catalog(catalog, &state).await?;
-            tracing::info!(catalog = catalog.name(), elapsed_ms = started.elapsed().as_millis() as u64, "catalog loaded");
+            tracing::info!(
+                catalog = catalog.name(),
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "catalog loaded"
+            );
             state.catalog_list().register_catalog(catalog.name().to_string(), provider.clone());
             if first.is_none() {
                 first = Some((catalog.name().to_string(), provider));

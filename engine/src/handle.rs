@@ -95,9 +95,7 @@ fn ipc_to_batches(bytes: &[u8]) -> Result<Vec<RecordBatch>, EngineError> {
     }
     let reader = StreamReader::try_new(std::io::Cursor::new(bytes), None)
         .map_err(|e| EngineError::InvalidRequest(format!("invalid parameters: {e}")))?;
-    reader
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| EngineError::InvalidRequest(format!("invalid parameters: {e}")))
+    reader.collect::<Result<Vec<_>, _>>().map_err(|e| EngineError::InvalidRequest(format!("invalid parameters: {e}")))
 }
 
 /// One vector of values per parameter row, columns in order ($1, $2, ...).

@@ -1,9 +1,9 @@
 //! Catalog listings for GetCatalogs / GetDbSchemas / GetTables / GetTableTypes.
 
+use arrow_flight::sql::{CommandGetCatalogs, CommandGetDbSchemas, CommandGetTableTypes, CommandGetTables};
 use datafusion::arrow::array::RecordBatch;
 use datafusion::catalog::TableProvider;
 use datafusion::datasource::TableType;
-use arrow_flight::sql::{CommandGetCatalogs, CommandGetDbSchemas, CommandGetTableTypes, CommandGetTables};
 
 use crate::Engine;
 use crate::error::EngineError;

@@ -4,10 +4,10 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
-use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::sql::metadata::{SqlInfoData, SqlInfoDataBuilder};
 use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
 use arrow_flight::sql::{
@@ -17,8 +17,7 @@ use arrow_flight::sql::{
     DoPutPreparedStatementResult, ProstMessageExt, SqlInfo, TicketStatementQuery,
 };
 use arrow_flight::{
-    FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse, IpcMessage, SchemaAsIpc,
-    Ticket,
+    FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse, IpcMessage, SchemaAsIpc, Ticket,
 };
 use datafusion::arrow::array::{Array, RecordBatch, UInt64Array};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -142,7 +141,11 @@ impl EngineService {
     }
 
     /// Runs a statement and returns the number of rows it changed.
-    async fn execute_update(&self, handle: &StatementHandle, rows: &[Vec<datafusion::common::ScalarValue>]) -> Result<i64, EngineError> {
+    async fn execute_update(
+        &self,
+        handle: &StatementHandle,
+        rows: &[Vec<datafusion::common::ScalarValue>],
+    ) -> Result<i64, EngineError> {
         let state = self.engine.session(handle.catalog.as_deref(), handle.schema.as_deref());
         let plan = sql::plan(&state, &handle.sql).await?;
         let executions: Vec<Option<&Vec<datafusion::common::ScalarValue>>> =
@@ -157,7 +160,12 @@ impl EngineService {
         Ok(total)
     }
 
-    fn flight_info(&self, schema: &Schema, ticket: Vec<u8>, descriptor: FlightDescriptor) -> Result<FlightInfo, Status> {
+    fn flight_info(
+        &self,
+        schema: &Schema,
+        ticket: Vec<u8>,
+        descriptor: FlightDescriptor,
+    ) -> Result<FlightInfo, Status> {
         let endpoint = FlightEndpoint::new().with_ticket(Ticket { ticket: ticket.into() });
         Ok(FlightInfo::new()
             .try_with_schema(schema)
@@ -193,9 +201,9 @@ fn bind(plan: LogicalPlan, row: Option<&Vec<datafusion::common::ScalarValue>>) -
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(plan.with_param_values(values).map_err(|e| EngineError::InvalidRequest(format!("parameters: {e}")))?)
         }
-        None if expected > 0 => Err(EngineError::InvalidRequest(format!(
-            "the statement has {expected} parameter(s) but none were bound"
-        ))),
+        None if expected > 0 => {
+            Err(EngineError::InvalidRequest(format!("the statement has {expected} parameter(s) but none were bound")))
+        }
         None => Ok(plan),
     }
 }
@@ -265,7 +273,9 @@ pub fn flight_error_to_status(e: FlightError) -> Status {
             Ok(df) => EngineError::from(*df).into(),
             Err(other) => Status::internal(other.to_string()),
         },
-        FlightError::Arrow(e) => EngineError::from(datafusion::error::DataFusionError::ArrowError(Box::new(e), None)).into(),
+        FlightError::Arrow(e) => {
+            EngineError::from(datafusion::error::DataFusionError::ArrowError(Box::new(e), None)).into()
+        }
         other => Status::internal(other.to_string()),
     }
 }
@@ -289,17 +299,13 @@ async fn read_params(stream: PeekableFlightDataStream) -> Result<Vec<RecordBatch
         .try_filter(|m| futures::future::ready(!m.data_header.is_empty()))
         .map_err(FlightError::from);
     let decoded = FlightRecordBatchStream::new_from_flight_data(messages);
-    decoded
-        .try_collect()
-        .await
-        .map_err(|e| EngineError::InvalidRequest(format!("invalid parameter data: {e}")))
+    decoded.try_collect().await.map_err(|e| EngineError::InvalidRequest(format!("invalid parameter data: {e}")))
 }
 
 fn batch_stream(batch: RecordBatch) -> DoGetStream {
     let schema = batch.schema();
-    let stream = FlightDataEncoderBuilder::new()
-        .with_schema(schema)
-        .build(futures::stream::once(async move { Ok(batch) }));
+    let stream =
+        FlightDataEncoderBuilder::new().with_schema(schema).build(futures::stream::once(async move { Ok(batch) }));
     Box::pin(stream.map_err(flight_error_to_status))
 }
 
@@ -320,7 +326,8 @@ impl FlightSqlService for EngineService {
         query: CommandStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let handle = StatementHandle::new(query.query, header(&request, CATALOG_HEADER), header(&request, SCHEMA_HEADER));
+        let handle =
+            StatementHandle::new(query.query, header(&request, CATALOG_HEADER), header(&request, SCHEMA_HEADER));
         let (state, plan) = self.plan(&handle).await?;
         let schema = self.output_schema(&state, &plan).await?;
         let ticket = TicketStatementQuery { statement_handle: handle.encode() }.as_any().encode_to_vec();
@@ -458,7 +465,8 @@ impl FlightSqlService for EngineService {
         ticket: CommandStatementUpdate,
         request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
-        let handle = StatementHandle::new(ticket.query, header(&request, CATALOG_HEADER), header(&request, SCHEMA_HEADER));
+        let handle =
+            StatementHandle::new(ticket.query, header(&request, CATALOG_HEADER), header(&request, SCHEMA_HEADER));
         Ok(self.execute_update(&handle, &[]).await?)
     }
 
@@ -486,7 +494,8 @@ impl FlightSqlService for EngineService {
     ) -> Result<i64, Status> {
         let handle = StatementHandle::decode(&query.prepared_statement_handle)?;
         let batches = read_params(request.into_inner()).await?;
-        let rows = if batches.iter().any(|b| b.num_rows() > 0) { batches_to_rows(&batches)? } else { handle.param_rows()? };
+        let rows =
+            if batches.iter().any(|b| b.num_rows() > 0) { batches_to_rows(&batches)? } else { handle.param_rows()? };
         Ok(self.execute_update(&handle, &rows).await?)
     }
 
@@ -495,7 +504,8 @@ impl FlightSqlService for EngineService {
         query: ActionCreatePreparedStatementRequest,
         request: Request<arrow_flight::Action>,
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
-        let handle = StatementHandle::new(query.query, header(&request, CATALOG_HEADER), header(&request, SCHEMA_HEADER));
+        let handle =
+            StatementHandle::new(query.query, header(&request, CATALOG_HEADER), header(&request, SCHEMA_HEADER));
         let state = self.engine.session(handle.catalog.as_deref(), handle.schema.as_deref());
         let plan = sql::plan(&state, &handle.sql).await?;
         let mut params: Vec<(usize, String, DataType)> = plan
@@ -508,9 +518,8 @@ impl FlightSqlService for EngineService {
             })
             .collect();
         params.sort();
-        let parameter_schema = Schema::new(
-            params.into_iter().map(|(_, name, ty)| Field::new(name, ty, true)).collect::<Vec<_>>(),
-        );
+        let parameter_schema =
+            Schema::new(params.into_iter().map(|(_, name, ty)| Field::new(name, ty, true)).collect::<Vec<_>>());
         // An empty dataset schema tells clients (the JDBC driver) that this is an update.
         let dataset_schema = match StatementKind::of(&plan) {
             StatementKind::Query => flight_schema(plan.schema().as_arrow()),

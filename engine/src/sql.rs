@@ -3,9 +3,9 @@
 
 use std::ops::ControlFlow;
 
+use datafusion::common::tree_node::TreeNode;
 use datafusion::execution::context::SQLOptions;
 use datafusion::execution::session_state::SessionState;
-use datafusion::common::tree_node::TreeNode;
 use datafusion::logical_expr::{DdlStatement, LogicalPlan};
 use datafusion::sql::parser::Statement;
 use datafusion::sql::sqlparser::ast::{Expr, Value, visit_expressions_mut};

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use base64::Engine;
-use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use base64::engine::DecodePaddingMode;
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use futures::future::BoxFuture;
 use http::{HeaderValue, Request, Response};
 use quiver_auth::{AuthError, AuthenticatorChain, Credentials, Identity, SessionTokens};
@@ -92,8 +92,10 @@ pub fn parse_authorization(headers: &http::HeaderMap) -> Result<Credentials, Aut
                 &base64::alphabet::STANDARD,
                 GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
             );
-            let decoded = LENIENT.decode(rest).map_err(|_| AuthError::Unsupported("malformed Basic credentials".into()))?;
-            let text = String::from_utf8(decoded).map_err(|_| AuthError::Unsupported("malformed Basic credentials".into()))?;
+            let decoded =
+                LENIENT.decode(rest).map_err(|_| AuthError::Unsupported("malformed Basic credentials".into()))?;
+            let text =
+                String::from_utf8(decoded).map_err(|_| AuthError::Unsupported("malformed Basic credentials".into()))?;
             let (user, password) = text.split_once(':').unwrap_or((&text, ""));
             Ok(Credentials::Basic { user: user.to_string(), password: password.to_string() })
         }

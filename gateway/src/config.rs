@@ -172,7 +172,10 @@ impl QuiverConfig {
         if let Err(e) = self.server.http_addr.parse::<SocketAddr>() {
             push("server.http_addr", format!("`{}` is not an address (ip:port): {e}", self.server.http_addr));
         }
-        for (key, value) in [("server.max_request_size", &self.server.max_request_size), ("server.max_sql_size", &self.server.max_sql_size)] {
+        for (key, value) in [
+            ("server.max_request_size", &self.server.max_request_size),
+            ("server.max_sql_size", &self.server.max_sql_size),
+        ] {
             if let Err(e) = parse_bytes(value) {
                 push(key, e);
             }
@@ -192,11 +195,15 @@ impl QuiverConfig {
         match self.auth.mode {
             AuthMode::Open => {
                 let loopback = |addr: &str| addr.parse::<SocketAddr>().map(|a| a.ip().is_loopback()).unwrap_or(true);
-                for (key, addr) in [("server.flight_addr", &self.server.flight_addr), ("server.http_addr", &self.server.http_addr)] {
+                for (key, addr) in
+                    [("server.flight_addr", &self.server.flight_addr), ("server.http_addr", &self.server.http_addr)]
+                {
                     if !loopback(addr) {
                         push(
                             "auth.mode",
-                            format!("open mode accepts anyone without a password and may only listen on loopback, but {key} is {addr}"),
+                            format!(
+                                "open mode accepts anyone without a password and may only listen on loopback, but {key} is {addr}"
+                            ),
                         );
                     }
                 }

@@ -25,7 +25,8 @@ const MAX_WORKER_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
 /// Turns a worker URI (`grpc://h:p`, `grpc+tls://h:p`) into the HTTP/2 URI tonic dials.
 pub fn worker_endpoint_uri(uri: &str) -> std::result::Result<String, String> {
-    let (scheme, rest) = uri.split_once("://").ok_or_else(|| format!("`{uri}` has no scheme (grpc:// or grpc+tls://)"))?;
+    let (scheme, rest) =
+        uri.split_once("://").ok_or_else(|| format!("`{uri}` has no scheme (grpc:// or grpc+tls://)"))?;
     let http = match scheme {
         "grpc" | "grpc+tcp" => "http",
         "grpc+tls" => "https",
@@ -179,10 +180,7 @@ impl Pool {
             return Err(GatewayError::Unavailable(format!("pool `{}` has no workers", self.name)));
         }
         let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
-        let best = (0..n)
-            .map(|i| &self.workers[(start + i) % n])
-            .min_by_key(|w| w.outstanding())
-            .cloned();
+        let best = (0..n).map(|i| &self.workers[(start + i) % n]).min_by_key(|w| w.outstanding()).cloned();
         best.ok_or_else(|| GatewayError::Unavailable(format!("pool `{}` has no workers", self.name)))
     }
 
@@ -243,10 +241,9 @@ impl Pool {
             let schemas = string_column(&batch, "db_schema_name")?;
             let tables = string_column(&batch, "table_name")?;
             let types = string_column(&batch, "table_type")?;
-            let ipc = batch
-                .column_by_name("table_schema")
-                .and_then(|c| c.as_binary_opt::<i32>().cloned())
-                .ok_or_else(|| GatewayError::Internal(format!("pool `{}`: GetTables without table_schema", self.name)))?;
+            let ipc = batch.column_by_name("table_schema").and_then(|c| c.as_binary_opt::<i32>().cloned()).ok_or_else(
+                || GatewayError::Internal(format!("pool `{}`: GetTables without table_schema", self.name)),
+            )?;
             for i in 0..batch.num_rows() {
                 let arrow_schema = try_schema_from_ipc_buffer(ipc.value(i))
                     .map_err(|e| GatewayError::Internal(format!("pool `{}`: bad table schema: {e}", self.name)))?;
@@ -266,16 +263,14 @@ impl Pool {
 /// Runs a metadata command on `worker` and collects the batches.
 async fn fetch(worker: &Worker, command: Vec<u8>) -> Result<Vec<RecordBatch>> {
     let mut client = worker.client();
-    let info = client
-        .get_flight_info(FlightDescriptor::new_cmd(command))
-        .await
-        .map_err(|s| worker.error(s))?
-        .into_inner();
+    let info =
+        client.get_flight_info(FlightDescriptor::new_cmd(command)).await.map_err(|s| worker.error(s))?.into_inner();
     let mut batches = Vec::new();
     for endpoint in info.endpoint {
         let ticket: Ticket = endpoint.ticket.unwrap_or_default();
         let stream = client.do_get(ticket).await.map_err(|s| worker.error(s))?.into_inner();
-        let decoded = FlightRecordBatchStream::new_from_flight_data(stream.map_err(arrow_flight::error::FlightError::from));
+        let decoded =
+            FlightRecordBatchStream::new_from_flight_data(stream.map_err(arrow_flight::error::FlightError::from));
         let mut got: Vec<RecordBatch> = decoded
             .try_collect()
             .await
@@ -286,9 +281,8 @@ async fn fetch(worker: &Worker, command: Vec<u8>) -> Result<Vec<RecordBatch>> {
 }
 
 fn string_column(batch: &RecordBatch, name: &str) -> Result<Vec<Option<String>>> {
-    let col = batch
-        .column_by_name(name)
-        .ok_or_else(|| GatewayError::Internal(format!("metadata result lacks `{name}`")))?;
+    let col =
+        batch.column_by_name(name).ok_or_else(|| GatewayError::Internal(format!("metadata result lacks `{name}`")))?;
     let col = datafusion::arrow::compute::cast(col, &datafusion::arrow::datatypes::DataType::Utf8)
         .map_err(|e| GatewayError::Internal(format!("metadata column `{name}`: {e}")))?;
     let strings = col.as_string::<i32>();

@@ -104,7 +104,9 @@ pub async fn start(config: QuiverConfig) -> anyhow::Result<RunningGateway> {
     let mut pools = Vec::new();
     for p in &config.pools {
         let mut workers = p.workers.clone();
-        if p.embedded && let Some(addr) = engine_addr {
+        if p.embedded
+            && let Some(addr) = engine_addr
+        {
             workers.insert(0, format!("grpc://{addr}"));
         }
         pools.push(Arc::new(Pool::new(&p.name, &workers, metadata_ttl)?));
@@ -122,7 +124,8 @@ pub async fn start(config: QuiverConfig) -> anyhow::Result<RunningGateway> {
     };
     let auth = Arc::new(AuthState::new(AuthenticatorChain::new(vec![method]), tokens));
     let authorizer: Arc<dyn Authorizer> = Arc::new(AllowAll);
-    let max_request_bytes = quiver_engine::config::parse_bytes(&config.server.max_request_size).map_err(anyhow::Error::msg)?;
+    let max_request_bytes =
+        quiver_engine::config::parse_bytes(&config.server.max_request_size).map_err(anyhow::Error::msg)?;
     let settings = FlightSettings {
         default_catalog: default_catalog.unwrap_or_else(|| "default".into()),
         default_schema: default_schema.unwrap_or_else(|| "default".into()),

@@ -35,6 +35,10 @@ pub enum Sealed {
         /// The worker's own ticket.
         #[serde(with = "b64")]
         ticket: Vec<u8>,
+        /// The statement changes data or the catalog (the pool's catalog view is refreshed
+        /// once it has run).
+        #[serde(default)]
+        write: bool,
     },
     /// A metadata request answered by the gateway: the Any-encoded Flight SQL command.
     Metadata {
@@ -131,8 +135,8 @@ impl Sealer {
         };
         check.update(signed);
         check.verify_slice(tag).map_err(|_| GatewayError::InvalidTicket("signature mismatch".into()))?;
-        let envelope: Envelope = serde_json::from_slice(&signed[1..])
-            .map_err(|_| GatewayError::InvalidTicket("malformed".into()))?;
+        let envelope: Envelope =
+            serde_json::from_slice(&signed[1..]).map_err(|_| GatewayError::InvalidTicket("malformed".into()))?;
         if envelope.exp <= now() {
             return Err(GatewayError::InvalidTicket("expired; call GetFlightInfo again".into()));
         }
@@ -163,7 +167,7 @@ mod tests {
     use super::*;
 
     fn query() -> Sealed {
-        Sealed::Query { id: "t1".into(), pool: "default".into(), ticket: b"worker ticket".to_vec() }
+        Sealed::Query { id: "t1".into(), pool: "default".into(), ticket: b"worker ticket".to_vec(), write: false }
     }
 
     #[test]

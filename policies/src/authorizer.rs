@@ -68,7 +68,11 @@ mod tests {
 
     #[test]
     fn denial_names_user_operation_and_resource() {
-        let e = PolicyError::Denied { user: "bob".into(), operation: Operation::DropTable.as_str(), resource: "table a.b.c".into() };
+        let e = PolicyError::Denied {
+            user: "bob".into(),
+            operation: Operation::DropTable.as_str(),
+            resource: "table a.b.c".into(),
+        };
         assert_eq!(e.to_string(), "access denied: bob may not DropTable on table a.b.c");
     }
 }

@@ -9,10 +9,10 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use arrow_flight::FlightDescriptor;
 use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::flight_service_client::FlightServiceClient;
 use arrow_flight::sql::{CommandStatementQuery, ProstMessageExt};
-use arrow_flight::FlightDescriptor;
 use clap::Parser;
 use futures::{StreamExt, TryStreamExt};
 use hdrhistogram::Histogram;
@@ -55,10 +55,12 @@ async fn run(client: &mut FlightServiceClient<Channel>, sql: &str) -> anyhow::Re
         let counter = bytes.clone();
         let counted = stream.inspect(move |frame| {
             if let Ok(f) = frame {
-                counter.fetch_add((f.data_header.len() + f.data_body.len()) as u64, std::sync::atomic::Ordering::Relaxed);
+                counter
+                    .fetch_add((f.data_header.len() + f.data_body.len()) as u64, std::sync::atomic::Ordering::Relaxed);
             }
         });
-        let mut batches = FlightRecordBatchStream::new_from_flight_data(counted.map_err(arrow_flight::error::FlightError::from));
+        let mut batches =
+            FlightRecordBatchStream::new_from_flight_data(counted.map_err(arrow_flight::error::FlightError::from));
         while let Some(batch) = batches.try_next().await? {
             rows += batch.num_rows() as u64;
         }
@@ -96,7 +98,9 @@ async fn main() -> anyhow::Result<()> {
     let mut direct_bps = Vec::new();
     let mut gateway_bps = Vec::new();
     for _ in 0..args.rounds {
-        for (client, rps, bps) in [(&mut direct, &mut direct_rps, &mut direct_bps), (&mut gateway, &mut gateway_rps, &mut gateway_bps)] {
+        for (client, rps, bps) in
+            [(&mut direct, &mut direct_rps, &mut direct_bps), (&mut gateway, &mut gateway_rps, &mut gateway_bps)]
+        {
             let start = Instant::now();
             let (rows, bytes) = run(client, &sql).await?;
             let secs = start.elapsed().as_secs_f64();
@@ -129,7 +133,12 @@ async fn main() -> anyhow::Result<()> {
     println!("| measure | direct to worker | through gateway | gateway / direct |");
     println!("|---|---|---|---|");
     println!("| rows/s (median) | {:.2} M | {:.2} M | {:.1}% |", d_rps / 1e6, g_rps / 1e6, 100.0 * g_rps / d_rps);
-    println!("| bytes/s (median) | {:.0} MB/s | {:.0} MB/s | {:.1}% |", d_bps / 1e6, g_bps / 1e6, 100.0 * g_bps / d_bps);
+    println!(
+        "| bytes/s (median) | {:.0} MB/s | {:.0} MB/s | {:.1}% |",
+        d_bps / 1e6,
+        g_bps / 1e6,
+        100.0 * g_bps / d_bps
+    );
     println!(
         "| SELECT 1 p50 | {:.3} ms | {:.3} ms | +{:.3} ms |",
         us(&direct_lat, 0.5),

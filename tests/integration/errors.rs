@@ -38,7 +38,9 @@ async fn sql_errors_are_invalid_argument_and_unknown_names_not_found() {
 async fn runtime_errors_reach_the_client_as_errors() {
     let gw = gateway(gateway_config()).await;
     let mut raw = raw(gw.flight_addr).await;
-    let err = raw_query(&mut raw, "SELECT n_nationkey / (n_nationkey - n_nationkey) FROM nation").await.expect_err("division by zero");
+    let err = raw_query(&mut raw, "SELECT n_nationkey / (n_nationkey - n_nationkey) FROM nation")
+        .await
+        .expect_err("division by zero");
     assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
     assert!(err.message().to_lowercase().contains("divide by zero"), "{err}");
     still_serving(&mut raw).await;
@@ -61,19 +63,23 @@ async fn garbage_tampered_and_foreign_tickets_are_invalid_argument() {
     let info = alice.clone().execute("SELECT * FROM nation".into(), None).await.expect("info");
     let good = info.endpoint[0].ticket.clone().expect("ticket");
 
-    let any = TicketStatementQuery::decode(
-        arrow_flight::sql::Any::decode(good.ticket.clone()).expect("any").value,
-    )
-    .expect("ticket statement");
+    let any = TicketStatementQuery::decode(arrow_flight::sql::Any::decode(good.ticket.clone()).expect("any").value)
+        .expect("ticket statement");
     let mut tampered = any.statement_handle.to_vec();
     let mid = tampered.len() / 2;
     tampered[mid] ^= 0x20;
-    let tampered = Ticket { ticket: TicketStatementQuery { statement_handle: tampered.into() }.as_any().encode_to_vec().into() };
+    let tampered =
+        Ticket { ticket: TicketStatementQuery { statement_handle: tampered.into() }.as_any().encode_to_vec().into() };
     let wrong_type = Ticket { ticket: arrow_flight::sql::CommandGetCatalogs {}.as_any().encode_to_vec().into() };
     for (name, ticket) in [
         ("random bytes", Ticket { ticket: vec![0xde, 0xad, 0xbe, 0xef, 0x01].into() }),
         ("empty", Ticket { ticket: Default::default() }),
-        ("garbage handle", Ticket { ticket: TicketStatementQuery { statement_handle: b"x".to_vec().into() }.as_any().encode_to_vec().into() }),
+        (
+            "garbage handle",
+            Ticket {
+                ticket: TicketStatementQuery { statement_handle: b"x".to_vec().into() }.as_any().encode_to_vec().into(),
+            },
+        ),
         ("tampered", tampered),
     ] {
         let err = alice_raw.do_get(with_token(ticket, &token)).await.expect_err(name);
@@ -82,7 +88,8 @@ async fn garbage_tampered_and_foreign_tickets_are_invalid_argument() {
     // A metadata command as a ticket is answered (it carries no privilege).
     assert!(alice_raw.do_get(with_token(wrong_type, &token)).await.is_ok());
     // Bob cannot redeem Alice's ticket.
-    let err = bob.inner().clone().do_get(with_token(good.clone(), bob.token().expect("token"))).await.expect_err("foreign");
+    let err =
+        bob.inner().clone().do_get(with_token(good.clone(), bob.token().expect("token"))).await.expect_err("foreign");
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
     assert!(err.message().contains("another user"), "{err}");
     // Alice still can.
@@ -112,17 +119,23 @@ async fn oversized_requests_and_sql_are_refused_before_work() {
 async fn malformed_commands_and_actions_are_invalid_argument() {
     let gw = gateway(gateway_config()).await;
     let mut raw = raw(gw.flight_addr).await;
-    let err = raw.get_flight_info(FlightDescriptor::new_cmd(vec![0xff, 0x00, 0x13])).await.expect_err("garbage command");
+    let err =
+        raw.get_flight_info(FlightDescriptor::new_cmd(vec![0xff, 0x00, 0x13])).await.expect_err("garbage command");
     assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
-    let unknown = arrow_flight::sql::Any { type_url: "type.googleapis.com/nope.Nope".into(), value: Default::default() };
-    let err = raw.get_flight_info(FlightDescriptor::new_cmd(unknown.encode_to_vec())).await.expect_err("unknown command");
+    let unknown =
+        arrow_flight::sql::Any { type_url: "type.googleapis.com/nope.Nope".into(), value: Default::default() };
+    let err =
+        raw.get_flight_info(FlightDescriptor::new_cmd(unknown.encode_to_vec())).await.expect_err("unknown command");
     assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
     let err = raw
         .do_action(arrow_flight::Action { r#type: "SetSessionOptions".into(), body: vec![0xff, 0xff, 0xff].into() })
         .await
         .expect_err("malformed action body");
     assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
-    let err = raw.do_action(arrow_flight::Action { r#type: "Explode".into(), body: Default::default() }).await.expect_err("unknown action");
+    let err = raw
+        .do_action(arrow_flight::Action { r#type: "Explode".into(), body: Default::default() })
+        .await
+        .expect_err("unknown action");
     assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
     still_serving(&mut raw).await;
     gw.shutdown().await;

@@ -1,12 +1,15 @@
 //! The Flight SQL surface real clients use, through the gateway.
 
-use arrow_flight::sql::{CommandGetDbSchemas, CommandGetTables, CommandGetPrimaryKeys, CommandGetXdbcTypeInfo, SqlInfo};
+use arrow_flight::sql::{
+    CommandGetDbSchemas, CommandGetPrimaryKeys, CommandGetTables, CommandGetXdbcTypeInfo, SqlInfo,
+};
 use arrow_flight::{Action, HandshakeRequest};
 use datafusion::arrow::array::BinaryArray;
 use datafusion::arrow::ipc::convert::try_schema_from_ipc_buffer;
 use prost::Message;
 use quiver_gateway::flight::session_proto::{
-    GetSessionOptionsResult, SessionOptionValue, SetSessionOptionsRequest, SetSessionOptionsResult, session_option_value,
+    GetSessionOptionsResult, SessionOptionValue, SetSessionOptionsRequest, SetSessionOptionsResult,
+    session_option_value,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -73,11 +76,19 @@ async fn replicas_sharing_a_secret_accept_each_others_tokens_and_tickets() {
 async fn sql_info_answers_every_id_and_the_ids_clients_index() {
     let gw = gateway(gateway_config()).await;
     let mut c = client(gw.flight_addr).await;
-    let all = { let info = c.get_sql_info(vec![]).await.expect("info"); fetch(&mut c, info).await };
+    let all = {
+        let info = c.get_sql_info(vec![]).await.expect("info");
+        fetch(&mut c, info).await
+    };
     let known = (0..10_000).filter(|i| SqlInfo::try_from(*i).is_ok()).count();
     assert_eq!(rows(&all), known, "an empty request returns every id");
     let info = c
-        .get_sql_info(vec![SqlInfo::FlightSqlServerName, SqlInfo::FlightSqlServerArrowVersion, SqlInfo::FlightSqlServerReadOnly, SqlInfo::SqlIdentifierQuoteChar])
+        .get_sql_info(vec![
+            SqlInfo::FlightSqlServerName,
+            SqlInfo::FlightSqlServerArrowVersion,
+            SqlInfo::FlightSqlServerReadOnly,
+            SqlInfo::SqlIdentifierQuoteChar,
+        ])
         .await
         .expect("info");
     let batches = fetch(&mut c, info).await;
@@ -91,11 +102,17 @@ async fn sql_info_answers_every_id_and_the_ids_clients_index() {
 async fn catalogs_schemas_and_tables_are_listed_with_and_without_schemas() {
     let gw = gateway(gateway_config()).await;
     let mut c = client(gw.flight_addr).await;
-    let catalogs = pretty(&{ let info = c.get_catalogs().await.expect("catalogs"); fetch(&mut c, info).await });
+    let catalogs = pretty(&{
+        let info = c.get_catalogs().await.expect("catalogs");
+        fetch(&mut c, info).await
+    });
     assert!(catalogs.contains("tpch") && catalogs.contains("memory"), "{catalogs}");
 
     let cmd = CommandGetDbSchemas { catalog: Some("tpch".into()), db_schema_filter_pattern: None };
-    let schemas = pretty(&{ let info = c.get_db_schemas(cmd).await.expect("schemas"); fetch(&mut c, info).await });
+    let schemas = pretty(&{
+        let info = c.get_db_schemas(cmd).await.expect("schemas");
+        fetch(&mut c, info).await
+    });
     assert!(schemas.contains("tiny") && !schemas.contains("memory"), "{schemas}");
 
     let tables_cmd = |include_schema| CommandGetTables {
@@ -105,17 +122,26 @@ async fn catalogs_schemas_and_tables_are_listed_with_and_without_schemas() {
         table_types: vec![],
         include_schema,
     };
-    let plain = { let info = c.get_tables(tables_cmd(false)).await.expect("tables"); fetch(&mut c, info).await };
+    let plain = {
+        let info = c.get_tables(tables_cmd(false)).await.expect("tables");
+        fetch(&mut c, info).await
+    };
     assert_eq!(plain[0].num_columns(), 4);
     assert_eq!(rows(&plain), 1);
-    let with_schema = { let info = c.get_tables(tables_cmd(true)).await.expect("tables"); fetch(&mut c, info).await };
+    let with_schema = {
+        let info = c.get_tables(tables_cmd(true)).await.expect("tables");
+        fetch(&mut c, info).await
+    };
     assert_eq!(with_schema[0].num_columns(), 5);
     let ipc = with_schema[0].column(4).as_any().downcast_ref::<BinaryArray>().expect("binary table_schema");
     let schema = try_schema_from_ipc_buffer(ipc.value(0)).expect("schema");
     assert_eq!(schema.field(0).name(), "l_orderkey");
     assert_eq!(schema.fields().len(), 16);
 
-    let types = pretty(&{ let info = c.get_table_types().await.expect("types"); fetch(&mut c, info).await });
+    let types = pretty(&{
+        let info = c.get_table_types().await.expect("types");
+        fetch(&mut c, info).await
+    });
     assert!(types.contains("TABLE") && types.contains("VIEW"), "{types}");
     gw.shutdown().await;
 }
@@ -124,17 +150,37 @@ async fn catalogs_schemas_and_tables_are_listed_with_and_without_schemas() {
 async fn keys_are_empty_results_and_xdbc_type_info_lists_types() {
     let gw = gateway(gateway_config()).await;
     let mut c = client(gw.flight_addr).await;
-    let cmd = CommandGetPrimaryKeys { catalog: Some("tpch".into()), db_schema: Some("tiny".into()), table: "nation".into() };
+    let cmd =
+        CommandGetPrimaryKeys { catalog: Some("tpch".into()), db_schema: Some("tiny".into()), table: "nation".into() };
     let info = c.get_primary_keys(cmd).await.expect("primary keys are not UNIMPLEMENTED");
     let batches = fetch(&mut c, info.clone()).await;
     assert_eq!(rows(&batches), 0);
     assert_eq!(info.try_decode_schema().expect("schema").fields().len(), 6);
-    let info = c.get_exported_keys(arrow_flight::sql::CommandGetExportedKeys { catalog: None, db_schema: None, table: "nation".into() }).await.expect("exported");
+    let info = c
+        .get_exported_keys(arrow_flight::sql::CommandGetExportedKeys {
+            catalog: None,
+            db_schema: None,
+            table: "nation".into(),
+        })
+        .await
+        .expect("exported");
     assert_eq!(rows(&fetch(&mut c, info).await), 0);
-    let info = c.get_imported_keys(arrow_flight::sql::CommandGetImportedKeys { catalog: None, db_schema: None, table: "nation".into() }).await.expect("imported");
+    let info = c
+        .get_imported_keys(arrow_flight::sql::CommandGetImportedKeys {
+            catalog: None,
+            db_schema: None,
+            table: "nation".into(),
+        })
+        .await
+        .expect("imported");
     assert_eq!(rows(&fetch(&mut c, info).await), 0);
     let xref = arrow_flight::sql::CommandGetCrossReference {
-        pk_catalog: None, pk_db_schema: None, pk_table: "nation".into(), fk_catalog: None, fk_db_schema: None, fk_table: "region".into(),
+        pk_catalog: None,
+        pk_db_schema: None,
+        pk_table: "nation".into(),
+        fk_catalog: None,
+        fk_db_schema: None,
+        fk_table: "region".into(),
     };
     let info = c.get_cross_reference(xref).await.expect("cross reference");
     assert_eq!(info.clone().try_decode_schema().expect("schema").fields().len(), 13);
@@ -172,14 +218,28 @@ async fn flight_info_schema_equals_do_get_schema_and_endpoints_have_no_location(
 async fn updates_and_ddl_run_and_report_counts() {
     let gw = gateway(gateway_config()).await;
     let mut c = client(gw.flight_addr).await;
-    c.execute_update("CREATE TABLE memory.default.events (id BIGINT, name VARCHAR)".into(), None).await.expect("create");
-    let n = c.execute_update("INSERT INTO memory.default.events VALUES (1, 'a'), (2, 'b'), (3, 'c')".into(), None).await.expect("insert");
+    c.execute_update("CREATE TABLE memory.default.events (id BIGINT, name VARCHAR)".into(), None)
+        .await
+        .expect("create");
+    let n = c
+        .execute_update("INSERT INTO memory.default.events VALUES (1, 'a'), (2, 'b'), (3, 'c')".into(), None)
+        .await
+        .expect("insert");
     assert_eq!(n, 3);
     let batches = query(&mut c, "SELECT count(*) AS n FROM memory.default.events").await;
     assert!(pretty(&batches).contains("| 3 "), "{}", pretty(&batches));
     // The new table shows up in metadata at once (DDL refreshes the pool's catalog view).
-    let cmd = CommandGetTables { catalog: Some("memory".into()), db_schema_filter_pattern: None, table_name_filter_pattern: None, table_types: vec![], include_schema: false };
-    let tables = pretty(&{ let info = c.get_tables(cmd).await.expect("tables"); fetch(&mut c, info).await });
+    let cmd = CommandGetTables {
+        catalog: Some("memory".into()),
+        db_schema_filter_pattern: None,
+        table_name_filter_pattern: None,
+        table_types: vec![],
+        include_schema: false,
+    };
+    let tables = pretty(&{
+        let info = c.get_tables(cmd).await.expect("tables");
+        fetch(&mut c, info).await
+    });
     assert!(tables.contains("events"), "{tables}");
     gw.shutdown().await;
 }
@@ -197,7 +257,10 @@ async fn session_options_set_the_default_catalog_and_schema_per_session() {
     set.session_options.insert("catalog".into(), string_option("memory"));
     set.session_options.insert("schema".into(), string_option("default"));
     set.session_options.insert("no_such_option".into(), string_option("x"));
-    let result = c.do_action(Action { r#type: "SetSessionOptions".into(), body: set.encode_to_vec().into() }).await.expect("set");
+    let result = c
+        .do_action(Action { r#type: "SetSessionOptions".into(), body: set.encode_to_vec().into() })
+        .await
+        .expect("set");
     let results: Vec<_> = futures::TryStreamExt::try_collect(result).await.expect("results");
     let result = SetSessionOptionsResult::decode(results[0].body.clone()).expect("decode");
     assert_eq!(result.errors.keys().collect::<Vec<_>>(), vec!["no_such_option"]);
@@ -215,7 +278,10 @@ async fn session_options_set_the_default_catalog_and_schema_per_session() {
     // An unknown catalog is refused as an invalid value.
     let mut bad = SetSessionOptionsRequest::default();
     bad.session_options.insert("catalog".into(), string_option("nope"));
-    let r = c.do_action(Action { r#type: "SetSessionOptions".into(), body: bad.encode_to_vec().into() }).await.expect("set");
+    let r = c
+        .do_action(Action { r#type: "SetSessionOptions".into(), body: bad.encode_to_vec().into() })
+        .await
+        .expect("set");
     let r: Vec<_> = futures::TryStreamExt::try_collect(r).await.expect("results");
     assert!(SetSessionOptionsResult::decode(r[0].body.clone()).expect("decode").errors.contains_key("catalog"));
 
@@ -264,7 +330,9 @@ async fn http_health_and_info_answer() {
     let gw = gateway(gateway_config()).await;
     let get = |path: &'static str| async move {
         let mut s = tokio::net::TcpStream::connect(gw.http_addr).await.expect("connect");
-        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes()).await.expect("write");
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes())
+            .await
+            .expect("write");
         let mut out = String::new();
         s.read_to_string(&mut out).await.expect("read");
         out
@@ -275,4 +343,3 @@ async fn http_health_and_info_answer() {
     assert!(info.starts_with("HTTP/1.1 200") && info.contains("\"version\"") && info.contains("tpch"), "{info}");
     gw.shutdown().await;
 }
-

@@ -25,13 +25,17 @@ async fn statements_go_to_the_pool_that_serves_their_catalogs() {
     assert_eq!(rows(&query(&mut c, "SELECT * FROM tpch.tiny.nation").await), 25);
 
     // Metadata merges every pool.
-    let catalogs = pretty(&{ let info = c.get_catalogs().await.expect("catalogs"); fetch(&mut c, info).await });
+    let catalogs = pretty(&{
+        let info = c.get_catalogs().await.expect("catalogs");
+        fetch(&mut c, info).await
+    });
     for name in ["tpch", "memory", "lake"] {
         assert!(catalogs.contains(name), "{name} missing from {catalogs}");
     }
 
     let mut raw = raw(gw.flight_addr).await;
-    let err = raw_query(&mut raw, "SELECT * FROM lake.default.t JOIN tpch.tiny.nation ON true").await.expect_err("two pools");
+    let err =
+        raw_query(&mut raw, "SELECT * FROM lake.default.t JOIN tpch.tiny.nation ON true").await.expect_err("two pools");
     assert_eq!(err.code(), tonic::Code::NotFound);
     assert!(err.message().contains("no single pool"), "{err}");
     let err = raw_query(&mut raw, "SELECT * FROM nope.a.b").await.expect_err("unknown catalog");

@@ -93,7 +93,8 @@ async fn a_prepared_handle_works_on_another_replica() {
     let a = gateway(cfg.clone()).await;
     let b = gateway(cfg).await;
     let mut on_a = client_as(a.flight_addr, "dana", "").await;
-    let mut stmt = on_a.prepare("SELECT r_name FROM region WHERE r_regionkey = $1".into(), None).await.expect("prepare");
+    let mut stmt =
+        on_a.prepare("SELECT r_name FROM region WHERE r_regionkey = $1".into(), None).await.expect("prepare");
     stmt.set_parameters(params(vec![("$1", Arc::new(Int64Array::from(vec![3])))])).expect("bind");
     let info = stmt.execute().await.expect("execute on A");
     let mut on_b = client(b.flight_addr).await;

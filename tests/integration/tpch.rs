@@ -8,7 +8,8 @@ fn queries() -> Vec<(String, String)> {
     (1..=22)
         .map(|i| {
             let name = format!("q{i:02}");
-            let sql = std::fs::read_to_string(dir.join(format!("{name}.sql"))).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let sql =
+                std::fs::read_to_string(dir.join(format!("{name}.sql"))).unwrap_or_else(|e| panic!("{name}: {e}"));
             (name, sql)
         })
         .collect()

@@ -15,7 +15,10 @@ async fn a_standalone_worker_serves_flight_sql() {
     assert_eq!(rows(&query(&mut c, "SELECT * FROM tpch.tiny.region").await), 5);
     // Its first catalog and schema are the defaults.
     assert_eq!(rows(&query(&mut c, "SELECT * FROM nation").await), 25);
-    let catalogs = pretty(&{ let info = c.get_catalogs().await.expect("catalogs"); fetch(&mut c, info).await });
+    let catalogs = pretty(&{
+        let info = c.get_catalogs().await.expect("catalogs");
+        fetch(&mut c, info).await
+    });
     assert!(catalogs.contains("tpch") && catalogs.contains("memory"), "{catalogs}");
     let _ = stop.send(());
 }

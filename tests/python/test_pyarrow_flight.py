@@ -269,7 +269,9 @@ def test_garbage_ticket_is_invalid_argument(client, options):
     err = excinfo.value
     # pyarrow maps gRPC INVALID_ARGUMENT (and only that) to ArrowInvalid.
     assert isinstance(err, pa.ArrowInvalid), f"expected INVALID_ARGUMENT (ArrowInvalid), got {type(err).__name__}: {err}"
-    assert "ticket" in str(err).lower(), f"message should mention the ticket: {err}"
+    # Undecodable bytes are refused by arrow-rs's Flight SQL dispatcher before the gateway sees
+    # them ("DecodeError"); tickets that decode but were not issued here say "invalid ticket".
+    assert "ticket" in str(err).lower() or "decodeerror" in str(err).lower(), f"message should say why: {err}"
 
 
 def test_bad_sql_is_invalid_argument(client, options):

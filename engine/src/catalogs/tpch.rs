@@ -111,10 +111,7 @@ impl Table {
     /// Generates part `part` (1-based) of `parts`.
     fn generate(self, scale_factor: f64, part: i32, parts: i32) -> Result<Vec<RecordBatch>, ArrowError> {
         let schema = self.schema();
-        self.generate_views(scale_factor, part, parts)?
-            .into_iter()
-            .map(|batch| plain_strings(&schema, batch))
-            .collect()
+        self.generate_views(scale_factor, part, parts)?.into_iter().map(|batch| plain_strings(&schema, batch)).collect()
     }
 
     fn generate_views(self, scale_factor: f64, part: i32, parts: i32) -> Result<Vec<RecordBatch>, ArrowError> {

@@ -84,7 +84,9 @@ impl GatewayService {
             match (&value, name.as_str()) {
                 // A valueless option clears it.
                 (None, _) => accepted.push((name, None)),
-                (Some(OptionValue::String(c)), "catalog") if catalogs.as_ref().is_none_or(|known| known.contains(c)) => {
+                (Some(OptionValue::String(c)), "catalog")
+                    if catalogs.as_ref().is_none_or(|known| known.contains(c)) =>
+                {
                     accepted.push((name, value))
                 }
                 (Some(OptionValue::String(s)), "schema") if !s.is_empty() => accepted.push((name, value)),
@@ -125,7 +127,12 @@ impl GatewayService {
     }
 
     /// GetSessionOptions: every option as set, plus the effective catalog and schema.
-    pub(crate) fn get_session_options(&self, ctx: &CallContext, catalog: &str, schema: &str) -> GetSessionOptionsResult {
+    pub(crate) fn get_session_options(
+        &self,
+        ctx: &CallContext,
+        catalog: &str,
+        schema: &str,
+    ) -> GetSessionOptionsResult {
         let mut options: HashMap<String, SessionOptionValue> = ctx
             .session_id
             .as_deref()
@@ -149,7 +156,8 @@ impl GatewayService {
     pub(crate) fn cancel_flight_info(&self, ctx: &CallContext, body: &[u8]) -> Result<CancelFlightInfoResult> {
         let request = CancelFlightInfoRequest::decode(body)
             .map_err(|e| GatewayError::InvalidArgument(format!("malformed CancelFlightInfoRequest: {e}")))?;
-        let info = request.info.ok_or_else(|| GatewayError::InvalidArgument("CancelFlightInfoRequest has no info".into()))?;
+        let info =
+            request.info.ok_or_else(|| GatewayError::InvalidArgument("CancelFlightInfoRequest has no info".into()))?;
         let mut status = CancelStatus::NotCancellable;
         for endpoint in info.endpoint {
             let Some(ticket) = endpoint.ticket else { continue };

@@ -60,13 +60,18 @@ fn foreign_keys_schema() -> SchemaRef {
 
 impl GatewayService {
     /// GetFlightInfo for any metadata command: the schema now, the answer at DoGet.
-    pub(crate) fn metadata_info(&self, ctx: &CallContext, command: Command, descriptor: FlightDescriptor) -> Result<FlightInfo> {
+    pub(crate) fn metadata_info(
+        &self,
+        ctx: &CallContext,
+        command: Command,
+        descriptor: FlightDescriptor,
+    ) -> Result<FlightInfo> {
         let schema = self.metadata_schema(&command)?;
-        let sealed = self.sealer.seal(&ctx.identity.user, Sealed::Metadata { command: command.into_any().encode_to_vec() });
-        FlightInfo::new()
-            .try_with_schema(&schema)
-            .map_err(arrow)
-            .map(|info| info.with_endpoint(FlightEndpoint::new().with_ticket(ticket_bytes(sealed))).with_descriptor(descriptor))
+        let sealed =
+            self.sealer.seal(&ctx.identity.user, Sealed::Metadata { command: command.into_any().encode_to_vec() });
+        FlightInfo::new().try_with_schema(&schema).map_err(arrow).map(|info| {
+            info.with_endpoint(FlightEndpoint::new().with_ticket(ticket_bytes(sealed))).with_descriptor(descriptor)
+        })
     }
 
     fn metadata_schema(&self, command: &Command) -> Result<SchemaRef> {
@@ -78,10 +83,12 @@ impl GatewayService {
             Command::CommandGetSqlInfo(c) => c.clone().into_builder(&self.sql_info).schema(),
             Command::CommandGetXdbcTypeInfo(c) => c.clone().into_builder(&self.xdbc).schema(),
             Command::CommandGetPrimaryKeys(_) => primary_keys_schema(),
-            Command::CommandGetExportedKeys(_) | Command::CommandGetImportedKeys(_) | Command::CommandGetCrossReference(_) => {
-                foreign_keys_schema()
+            Command::CommandGetExportedKeys(_)
+            | Command::CommandGetImportedKeys(_)
+            | Command::CommandGetCrossReference(_) => foreign_keys_schema(),
+            other => {
+                return Err(GatewayError::InvalidArgument(format!("`{}` is not a metadata command", other.type_url())));
             }
-            other => return Err(GatewayError::InvalidArgument(format!("`{}` is not a metadata command", other.type_url()))),
         })
     }
 
@@ -134,9 +141,9 @@ impl GatewayService {
             Command::CommandGetSqlInfo(c) => c.into_builder(&self.sql_info).build().map_err(arrow),
             Command::CommandGetXdbcTypeInfo(c) => c.into_builder(&self.xdbc).build().map_err(arrow),
             Command::CommandGetPrimaryKeys(_) => Ok(RecordBatch::new_empty(primary_keys_schema())),
-            Command::CommandGetExportedKeys(_) | Command::CommandGetImportedKeys(_) | Command::CommandGetCrossReference(_) => {
-                Ok(RecordBatch::new_empty(foreign_keys_schema()))
-            }
+            Command::CommandGetExportedKeys(_)
+            | Command::CommandGetImportedKeys(_)
+            | Command::CommandGetCrossReference(_) => Ok(RecordBatch::new_empty(foreign_keys_schema())),
             other => Err(GatewayError::InvalidArgument(format!("`{}` is not a metadata command", other.type_url()))),
         }
     }
@@ -186,11 +193,8 @@ impl GatewayService {
         let allowed = self.authorizer.filter(id, Operation::FilterSchemas, &resources).await?;
         let schemas: BTreeSet<(String, String)> = allowed.into_iter().filter_map(|i| schemas.get(i).cloned()).collect();
 
-        let tables: Vec<TableInfo> = view
-            .tables
-            .into_iter()
-            .filter(|t| schemas.contains(&(t.catalog.clone(), t.schema.clone())))
-            .collect();
+        let tables: Vec<TableInfo> =
+            view.tables.into_iter().filter(|t| schemas.contains(&(t.catalog.clone(), t.schema.clone()))).collect();
         let resources: Vec<Resource> = tables
             .iter()
             .map(|t| Resource::Table {

@@ -106,7 +106,8 @@ impl GatewayService {
     ) -> Result<Self> {
         let sql_info = crate::sql_info::sql_info_data(env!("CARGO_PKG_VERSION"))
             .map_err(|e| GatewayError::Internal(format!("SqlInfo: {e}")))?;
-        let xdbc = crate::xdbc::xdbc_type_info_data().map_err(|e| GatewayError::Internal(format!("XdbcTypeInfo: {e}")))?;
+        let xdbc =
+            crate::xdbc::xdbc_type_info_data().map_err(|e| GatewayError::Internal(format!("XdbcTypeInfo: {e}")))?;
         Ok(GatewayService {
             router,
             sealer,

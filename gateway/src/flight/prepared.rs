@@ -77,10 +77,10 @@ impl GatewayService {
             .map_err(|s| worker.error(s))?
             .ok_or_else(|| GatewayError::Internal(format!("worker {} returned no prepared statement", worker.uri)))?
             .body;
-        let mut result: ActionCreatePreparedStatementResult = Any::decode(body)
-            .ok()
-            .and_then(|any| any.unpack().ok().flatten())
-            .ok_or_else(|| GatewayError::Internal(format!("worker {} returned a malformed prepared statement", worker.uri)))?;
+        let mut result: ActionCreatePreparedStatementResult =
+            Any::decode(body).ok().and_then(|any| any.unpack().ok().flatten()).ok_or_else(|| {
+                GatewayError::Internal(format!("worker {} returned a malformed prepared statement", worker.uri))
+            })?;
         let prepared = Prepared {
             id: new_id(),
             pool,
@@ -103,7 +103,8 @@ impl GatewayService {
         let _inflight = worker.begin();
         let worker_cmd = CommandPreparedStatementQuery { prepared_statement_handle: prepared.handle.clone().into() };
         let outbound = forwardable(stream, Some(worker_cmd.as_any().encode_to_vec().into()));
-        let mut results = worker.client().do_put(Request::new(outbound)).await.map_err(|s| worker.error(s))?.into_inner();
+        let mut results =
+            worker.client().do_put(Request::new(outbound)).await.map_err(|s| worker.error(s))?.into_inner();
         let first = results
             .message()
             .await
@@ -136,7 +137,7 @@ impl GatewayService {
             .await
             .map_err(|s| worker.error(s))?
             .into_inner();
-        Ok(self.seal_info(&ctx.identity.user, &prepared.pool.name, info, descriptor))
+        Ok(self.seal_info(&ctx.identity.user, &prepared.pool.name, info, descriptor, prepared.update))
     }
 
     /// DoPut(CommandPreparedStatementUpdate): run with the parameters sent or bound.

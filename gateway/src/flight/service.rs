@@ -32,7 +32,11 @@ fn one_result(body: Vec<u8>) -> Response<DoAction> {
 }
 
 impl GatewayService {
-    async fn info_for(&self, command: Command, request: Request<FlightDescriptor>) -> Result<Response<FlightInfo>, Status> {
+    async fn info_for(
+        &self,
+        command: Command,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
         let ctx = caller(&request)?;
         Ok(Response::new(self.metadata_info(&ctx, command, request.into_inner())?))
     }
@@ -166,10 +170,14 @@ impl FlightSqlService for GatewayService {
         Err(Status::invalid_argument(format!("unsupported command `{}`", cmd.type_url())))
     }
 
-    async fn do_get_statement(&self, ticket: TicketStatementQuery, request: Request<Ticket>) -> Result<Response<DoGet>, Status> {
+    async fn do_get_statement(
+        &self,
+        ticket: TicketStatementQuery,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGet>, Status> {
         let ctx = caller(&request)?;
         let stream = match self.sealer.open(&ctx.identity.user, &ticket.statement_handle)? {
-            Sealed::Query { id, pool, ticket } => self.redeem_query(id, &pool, ticket).await?,
+            Sealed::Query { id, pool, ticket, write } => self.redeem_query(id, &pool, ticket, write).await?,
             Sealed::Metadata { command } => self.metadata_stream(&ctx, &command).await?,
             Sealed::Prepared { .. } => {
                 return Err(GatewayError::InvalidTicket("a prepared-statement handle is not a ticket".into()).into());
@@ -186,43 +194,83 @@ impl FlightSqlService for GatewayService {
         Err(GatewayError::InvalidTicket("use the ticket returned by GetFlightInfo".into()).into())
     }
 
-    async fn do_get_catalogs(&self, query: CommandGetCatalogs, request: Request<Ticket>) -> Result<Response<DoGet>, Status> {
+    async fn do_get_catalogs(
+        &self,
+        query: CommandGetCatalogs,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGet>, Status> {
         self.get_for(Command::CommandGetCatalogs(query), request).await
     }
 
-    async fn do_get_schemas(&self, query: CommandGetDbSchemas, request: Request<Ticket>) -> Result<Response<DoGet>, Status> {
+    async fn do_get_schemas(
+        &self,
+        query: CommandGetDbSchemas,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGet>, Status> {
         self.get_for(Command::CommandGetDbSchemas(query), request).await
     }
 
-    async fn do_get_tables(&self, query: CommandGetTables, request: Request<Ticket>) -> Result<Response<DoGet>, Status> {
+    async fn do_get_tables(
+        &self,
+        query: CommandGetTables,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGet>, Status> {
         self.get_for(Command::CommandGetTables(query), request).await
     }
 
-    async fn do_get_table_types(&self, query: CommandGetTableTypes, request: Request<Ticket>) -> Result<Response<DoGet>, Status> {
+    async fn do_get_table_types(
+        &self,
+        query: CommandGetTableTypes,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGet>, Status> {
         self.get_for(Command::CommandGetTableTypes(query), request).await
     }
 
-    async fn do_get_sql_info(&self, query: CommandGetSqlInfo, request: Request<Ticket>) -> Result<Response<DoGet>, Status> {
+    async fn do_get_sql_info(
+        &self,
+        query: CommandGetSqlInfo,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGet>, Status> {
         self.get_for(Command::CommandGetSqlInfo(query), request).await
     }
 
-    async fn do_get_primary_keys(&self, query: CommandGetPrimaryKeys, request: Request<Ticket>) -> Result<Response<DoGet>, Status> {
+    async fn do_get_primary_keys(
+        &self,
+        query: CommandGetPrimaryKeys,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGet>, Status> {
         self.get_for(Command::CommandGetPrimaryKeys(query), request).await
     }
 
-    async fn do_get_exported_keys(&self, query: CommandGetExportedKeys, request: Request<Ticket>) -> Result<Response<DoGet>, Status> {
+    async fn do_get_exported_keys(
+        &self,
+        query: CommandGetExportedKeys,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGet>, Status> {
         self.get_for(Command::CommandGetExportedKeys(query), request).await
     }
 
-    async fn do_get_imported_keys(&self, query: CommandGetImportedKeys, request: Request<Ticket>) -> Result<Response<DoGet>, Status> {
+    async fn do_get_imported_keys(
+        &self,
+        query: CommandGetImportedKeys,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGet>, Status> {
         self.get_for(Command::CommandGetImportedKeys(query), request).await
     }
 
-    async fn do_get_cross_reference(&self, query: CommandGetCrossReference, request: Request<Ticket>) -> Result<Response<DoGet>, Status> {
+    async fn do_get_cross_reference(
+        &self,
+        query: CommandGetCrossReference,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGet>, Status> {
         self.get_for(Command::CommandGetCrossReference(query), request).await
     }
 
-    async fn do_get_xdbc_type_info(&self, query: CommandGetXdbcTypeInfo, request: Request<Ticket>) -> Result<Response<DoGet>, Status> {
+    async fn do_get_xdbc_type_info(
+        &self,
+        query: CommandGetXdbcTypeInfo,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGet>, Status> {
         self.get_for(Command::CommandGetXdbcTypeInfo(query), request).await
     }
 
@@ -306,14 +354,8 @@ impl FlightSqlService for GatewayService {
             (CLOSE_SESSION, "Close the session"),
             (CANCEL_FLIGHT_INFO, "Cancel the execution of a FlightInfo's tickets"),
         ];
-        Some(
-            described
-                .into_iter()
-                .map(|(t, d)| Ok(ActionType { r#type: t.into(), description: d.into() }))
-                .collect(),
-        )
+        Some(described.into_iter().map(|(t, d)| Ok(ActionType { r#type: t.into(), description: d.into() })).collect())
     }
 
     async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
 }
-

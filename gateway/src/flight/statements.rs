@@ -19,20 +19,31 @@ use crate::router::{Analysis, analyze};
 use crate::tickets::{Sealed, new_id};
 
 /// Removes a DoGet from the running set when its stream ends or the client goes away.
+/// For a statement that writes, refreshes the pool's catalog view once it has run.
 struct Running {
     map: Arc<parking_lot::Mutex<std::collections::HashMap<String, Arc<CancelFlag>>>>,
     id: String,
+    wrote: Option<Arc<Pool>>,
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
         self.map.lock().remove(&self.id);
+        if let Some(pool) = &self.wrote {
+            pool.invalidate_catalog();
+        }
     }
 }
 
 impl GatewayService {
     /// Checks the statement against limits and policy, and picks its pool.
-    pub(crate) async fn admit(&self, ctx: &CallContext, sql: &str, catalog: &str, schema: &str) -> Result<(Analysis, Arc<Pool>)> {
+    pub(crate) async fn admit(
+        &self,
+        ctx: &CallContext,
+        sql: &str,
+        catalog: &str,
+        schema: &str,
+    ) -> Result<(Analysis, Arc<Pool>)> {
         if sql.len() > self.settings.max_sql_bytes {
             return Err(GatewayError::ResourceExhausted(format!(
                 "the SQL text is {} bytes; the limit is {} (server.max_sql_size)",
@@ -65,22 +76,29 @@ impl GatewayService {
         schema: &str,
         descriptor: FlightDescriptor,
     ) -> Result<FlightInfo> {
-        let (_analysis, pool) = self.admit(ctx, sql, catalog, schema).await?;
+        let (analysis, pool) = self.admit(ctx, sql, catalog, schema).await?;
         let worker = pool.pick()?;
         let _inflight = worker.begin();
         let request = with_defaults(Request::new(descriptor.clone()), catalog, schema);
         let info = worker.client().get_flight_info(request).await.map_err(|s| worker.error(s))?.into_inner();
-        Ok(self.seal_info(&ctx.identity.user, &pool.name, info, descriptor))
+        Ok(self.seal_info(&ctx.identity.user, &pool.name, info, descriptor, analysis.query_type.is_write()))
     }
 
     /// Replaces each endpoint's worker ticket with a sealed gateway ticket and drops
     /// locations, so clients come back to the gateway on the connection they have.
-    pub(crate) fn seal_info(&self, user: &str, pool: &str, mut info: FlightInfo, descriptor: FlightDescriptor) -> FlightInfo {
+    pub(crate) fn seal_info(
+        &self,
+        user: &str,
+        pool: &str,
+        mut info: FlightInfo,
+        descriptor: FlightDescriptor,
+        write: bool,
+    ) -> FlightInfo {
         for endpoint in &mut info.endpoint {
             let worker_ticket = endpoint.ticket.take().unwrap_or_default();
             let sealed = self.sealer.seal(
                 user,
-                Sealed::Query { id: new_id(), pool: pool.to_string(), ticket: worker_ticket.ticket.to_vec() },
+                Sealed::Query { id: new_id(), pool: pool.to_string(), ticket: worker_ticket.ticket.to_vec(), write },
             );
             endpoint.ticket = Some(ticket_bytes(sealed));
             endpoint.location.clear();
@@ -90,7 +108,13 @@ impl GatewayService {
     }
 
     /// DoGet of a statement ticket: stream the worker's frames through as they are.
-    pub(crate) async fn redeem_query(&self, id: String, pool: &str, ticket: Vec<u8>) -> Result<FlightDataStream> {
+    pub(crate) async fn redeem_query(
+        &self,
+        id: String,
+        pool: &str,
+        ticket: Vec<u8>,
+        write: bool,
+    ) -> Result<FlightDataStream> {
         if self.cancelled.contains_key(&id) {
             return Err(GatewayError::Cancelled("the query was cancelled".into()));
         }
@@ -105,7 +129,7 @@ impl GatewayService {
             .into_inner();
         let flag = Arc::new(CancelFlag::default());
         self.running.lock().insert(id.clone(), flag.clone());
-        let running = Running { map: self.running.clone(), id };
+        let running = Running { map: self.running.clone(), id, wrote: write.then(|| pool.clone()) };
         Ok(forward(stream, worker, inflight, flag, running))
     }
 
