@@ -19,7 +19,7 @@ mod service;
 pub mod sql;
 
 pub use engine::Engine;
-pub use service::{EngineService, serve};
+pub use service::{EngineService, nodelay_incoming, serve};
 
 /// Request header naming the default catalog of a statement (set by the gateway from the
 /// client's session).

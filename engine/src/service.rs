@@ -68,9 +68,21 @@ pub async fn serve(
     tracing::info!(?addr, "engine worker serving Flight SQL");
     tonic::transport::Server::builder()
         .add_service(EngineService::new(engine)?.into_server())
-        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(nodelay_incoming(listener), shutdown)
         .await
         .map_err(|e| EngineError::Internal(format!("engine server: {e}")))
+}
+
+/// Accepted connections with TCP_NODELAY set: with Nagle's algorithm on, small replies wait
+/// for delayed ACKs (tens of milliseconds per call). `Server::tcp_nodelay` only applies when
+/// tonic binds the socket itself, not to an incoming stream.
+pub fn nodelay_incoming(
+    listener: TcpListener,
+) -> impl Stream<Item = std::io::Result<tokio::net::TcpStream>> + Send + 'static {
+    tokio_stream::wrappers::TcpListenerStream::new(listener).map_ok(|stream| {
+        let _ = stream.set_nodelay(true);
+        stream
+    })
 }
 
 fn sql_info() -> Result<SqlInfoData, EngineError> {

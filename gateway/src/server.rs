@@ -150,7 +150,7 @@ pub async fn start(config: QuiverConfig) -> anyhow::Result<RunningGateway> {
         // Authentication sits in front of every Flight call, so handlers only see callers it let in.
         .layer(AuthLayer::new(auth))
         .add_service(service.into_server())
-        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(flight_listener), async move {
+        .serve_with_incoming_shutdown(quiver_engine::nodelay_incoming(flight_listener), async move {
             let _ = rx.await;
         });
     tasks.push(tokio::spawn(async move {
