@@ -17,12 +17,23 @@ pub struct Identity {
     /// Extra attributes the method provides (claims, certificate fields, ...).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub attributes: BTreeMap<String, String>,
+    /// A token the method wants returned to the caller (the Kerberos/SPNEGO mutual
+    /// authentication reply). The gateway sends it back in `www-authenticate: Negotiate ...`
+    /// and never stores it.
+    #[serde(skip)]
+    pub reply_token: Option<Vec<u8>>,
 }
 
 impl Identity {
     /// An identity with no groups or attributes.
     pub fn new(user: impl Into<String>, method: impl Into<String>) -> Self {
-        Identity { user: user.into(), groups: Vec::new(), method: method.into(), attributes: BTreeMap::new() }
+        Identity {
+            user: user.into(),
+            groups: Vec::new(),
+            method: method.into(),
+            attributes: BTreeMap::new(),
+            reply_token: None,
+        }
     }
 
     /// The same identity with `groups`.
@@ -46,6 +57,11 @@ pub enum Credentials {
     },
     /// `authorization: Bearer <token>`.
     Bearer(String),
+    /// `authorization: Negotiate <base64>`: a SPNEGO/Kerberos token, already base64-decoded.
+    Negotiate(Vec<u8>),
+    /// No `authorization` header, but the TLS layer verified a client certificate against the
+    /// configured CA: the leaf certificate, DER-encoded.
+    Certificate(Vec<u8>),
 }
 
 impl std::fmt::Debug for Credentials {
@@ -55,17 +71,21 @@ impl std::fmt::Debug for Credentials {
             Credentials::None => write!(f, "None"),
             Credentials::Basic { user, .. } => write!(f, "Basic {{ user: {user:?}, password: <redacted> }}"),
             Credentials::Bearer(_) => write!(f, "Bearer(<redacted>)"),
+            Credentials::Negotiate(t) => write!(f, "Negotiate(<{} bytes>)", t.len()),
+            Credentials::Certificate(c) => write!(f, "Certificate(<{} bytes>)", c.len()),
         }
     }
 }
 
 impl Credentials {
-    /// The kind, for logs and metrics: `none`, `basic`, `bearer`.
+    /// The kind, for logs and metrics: `none`, `basic`, `bearer`, `negotiate`, `certificate`.
     pub fn kind(&self) -> &'static str {
         match self {
             Credentials::None => "none",
             Credentials::Basic { .. } => "basic",
             Credentials::Bearer(_) => "bearer",
+            Credentials::Negotiate(_) => "negotiate",
+            Credentials::Certificate(_) => "certificate",
         }
     }
 }

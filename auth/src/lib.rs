@@ -13,13 +13,15 @@
 mod chain;
 mod error;
 mod identity;
+mod mapping;
 mod open;
 mod password_file;
 mod token;
 
-pub use chain::{Authenticator, AuthenticatorChain};
+pub use chain::{AuthFailure, Authenticator, AuthenticatorChain};
 pub use error::AuthError;
 pub use identity::{Credentials, Identity};
+pub use mapping::{CaseFold, UserMapping, UserMappingRule};
 pub use open::OpenAuthenticator;
 pub use password_file::{PasswordFileAuthenticator, hash_password};
 pub use token::{SessionTokens, TokenClaims};

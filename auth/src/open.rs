@@ -24,7 +24,7 @@ impl Authenticator for OpenAuthenticator {
             Credentials::None => Some(Identity::new(ANONYMOUS, "open")),
             Credentials::Basic { user, .. } if user.is_empty() => Some(Identity::new(ANONYMOUS, "open")),
             Credentials::Basic { user, .. } => Some(Identity::new(user.clone(), "open")),
-            Credentials::Bearer(_) => None,
+            Credentials::Bearer(_) | Credentials::Negotiate(_) | Credentials::Certificate(_) => None,
         })
     }
 }

@@ -13,7 +13,7 @@ use base64::engine::DecodePaddingMode;
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use futures::future::BoxFuture;
 use http::{HeaderValue, Request, Response};
-use quiver_auth::{AuthError, AuthenticatorChain, Credentials, Identity, SessionTokens};
+use quiver_auth::{AuthError, AuthFailure, AuthenticatorChain, Credentials, Identity, SessionTokens};
 use tonic::Status;
 use tower_layer::Layer;
 use tower_service::Service;
@@ -50,13 +50,13 @@ impl AuthState {
         &self,
         headers: &http::HeaderMap,
         is_handshake: bool,
-    ) -> Result<(CallContext, Option<String>), AuthError> {
-        let credentials = parse_authorization(headers)?;
+    ) -> Result<(CallContext, Option<String>), AuthFailure> {
+        let credentials = parse_authorization(headers).map_err(|error| AuthFailure { method: "header", error })?;
         let cookie = headers.get(http::header::COOKIE).and_then(|v| v.to_str().ok()).and_then(cookie_session_id);
         if let Credentials::Bearer(token) = &credentials
             && SessionTokens::is_session_token(token)
         {
-            let claims = self.tokens.verify(token)?;
+            let claims = self.tokens.verify(token).map_err(|error| AuthFailure { method: "token", error })?;
             let identity = SessionTokens::identity(&claims);
             // A Bearer handshake (the JDBC driver does one even with `token=`) gets its token back.
             let reply = is_handshake.then(|| token.clone());
@@ -165,13 +165,9 @@ where
                     }
                     Ok(response)
                 }
-                Err(e) => {
-                    tracing::info!(path = request.uri().path(), reason = %e, "authentication failed");
-                    let code = match e {
-                        AuthError::Unavailable(_) => tonic::Code::Unavailable,
-                        _ => tonic::Code::Unauthenticated,
-                    };
-                    Ok(Status::new(code, e.to_string()).into_http())
+                Err(AuthFailure { method, error: e }) => {
+                    tracing::info!(path = request.uri().path(), method, reason = %e.log_detail(), "authentication failed");
+                    Ok(Status::from(crate::error::GatewayError::Auth(e)).into_http())
                 }
             }
         })

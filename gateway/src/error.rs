@@ -48,9 +48,10 @@ impl From<GatewayError> for Status {
             GatewayError::Auth(e) => {
                 let code = match e {
                     AuthError::Unavailable(_) => Code::Unavailable,
-                    AuthError::InvalidCredentials | AuthError::Unsupported(_) | AuthError::InvalidToken(_) => {
-                        Code::Unauthenticated
-                    }
+                    AuthError::InvalidCredentials
+                    | AuthError::Denied(_)
+                    | AuthError::Unsupported(_)
+                    | AuthError::InvalidToken(_) => Code::Unauthenticated,
                 };
                 Status::new(code, e.to_string())
             }
