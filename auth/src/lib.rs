@@ -10,6 +10,7 @@
 //! so policies, resource groups and logs all share one `Identity` type.
 #![forbid(unsafe_code)]
 
+mod certificate;
 mod chain;
 mod error;
 mod identity;
@@ -18,6 +19,7 @@ mod open;
 mod password_file;
 mod token;
 
+pub use certificate::{CertificateAuthenticator, CertificateConfig, CertificateUserField};
 pub use chain::{AuthFailure, Authenticator, AuthenticatorChain};
 pub use error::AuthError;
 pub use identity::{Credentials, Identity};

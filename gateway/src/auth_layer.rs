@@ -10,14 +10,17 @@ use std::task::{Context, Poll};
 
 use base64::Engine;
 use base64::engine::DecodePaddingMode;
+use base64::engine::general_purpose::STANDARD;
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use futures::future::BoxFuture;
 use http::{HeaderValue, Request, Response};
 use quiver_auth::{AuthError, AuthFailure, AuthenticatorChain, Credentials, Identity, SessionTokens};
 use tonic::Status;
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tower_layer::Layer;
 use tower_service::Service;
 
+use crate::metrics::Metrics;
 use crate::session::cookie_session_id;
 
 /// The gRPC path of Handshake.
@@ -32,26 +35,85 @@ pub struct CallContext {
     pub session_id: Option<String>,
 }
 
-/// Shared authentication state.
+/// The outcome of authenticating one request.
+#[derive(Debug)]
+pub struct Authenticated {
+    /// Who is calling.
+    pub context: CallContext,
+    /// A new session token to hand back in `authorization: Bearer ...`, after a login or on
+    /// Handshake.
+    pub token: Option<String>,
+    /// A SPNEGO mutual-authentication token to hand back in `www-authenticate: Negotiate ...`.
+    pub negotiate_reply: Option<Vec<u8>>,
+    /// The method chain ran (a login); false when a session token was accepted.
+    pub login: bool,
+}
+
+impl Authenticated {
+    /// Adds the reply headers (`authorization`, `www-authenticate`) to `headers`.
+    pub fn add_reply_headers(&self, headers: &mut http::HeaderMap) {
+        if let Some(token) = &self.token
+            && let Ok(value) = HeaderValue::from_str(&format!("Bearer {token}"))
+        {
+            headers.insert(http::header::AUTHORIZATION, value);
+        }
+        if let Some(reply) = &self.negotiate_reply
+            && let Ok(value) = HeaderValue::from_str(&format!("Negotiate {}", STANDARD.encode(reply)))
+        {
+            headers.insert(http::header::WWW_AUTHENTICATE, value);
+        }
+    }
+}
+
+/// Shared authentication state: the method chain, the token issuer and the counters.
 pub struct AuthState {
     chain: AuthenticatorChain,
     tokens: SessionTokens,
+    metrics: Arc<Metrics>,
 }
 
 impl AuthState {
     /// A chain of methods plus the gateway's token issuer.
-    pub fn new(chain: AuthenticatorChain, tokens: SessionTokens) -> Self {
-        AuthState { chain, tokens }
+    pub fn new(chain: AuthenticatorChain, tokens: SessionTokens, metrics: Arc<Metrics>) -> Self {
+        AuthState { chain, tokens, metrics }
     }
 
-    /// Authenticates one set of headers. Returns the context and, when a new session token
-    /// should be handed out, the token.
+    /// The configured method names, in order.
+    pub fn method_names(&self) -> Vec<&'static str> {
+        self.chain.names()
+    }
+
+    /// Authenticates one request from its headers and, on a TLS connection, the verified
+    /// client certificate (DER). A session token is checked first (no directory server is
+    /// asked); otherwise the `authorization` header, or failing that the certificate, goes
+    /// through the chain. Every outcome is logged and counted.
     pub async fn authenticate(
         &self,
         headers: &http::HeaderMap,
+        client_certificate: Option<Vec<u8>>,
         is_handshake: bool,
-    ) -> Result<(CallContext, Option<String>), AuthFailure> {
-        let credentials = parse_authorization(headers).map_err(|error| AuthFailure { method: "header", error })?;
+    ) -> Result<Authenticated, AuthFailure> {
+        let result = self.authenticate_inner(headers, client_certificate, is_handshake).await;
+        match &result {
+            Ok(done) => {
+                let method = if done.login { done.context.identity.method.as_str() } else { "token" };
+                self.metrics.auth_success(method);
+            }
+            Err(AuthFailure { method, error }) => {
+                tracing::info!(method, reason = %error.log_detail(), "authentication failed");
+                self.metrics.auth_failure(method, error.reason());
+            }
+        }
+        result
+    }
+
+    async fn authenticate_inner(
+        &self,
+        headers: &http::HeaderMap,
+        client_certificate: Option<Vec<u8>>,
+        is_handshake: bool,
+    ) -> Result<Authenticated, AuthFailure> {
+        let mut credentials = parse_authorization(headers).map_err(|error| AuthFailure { method: "header", error })?;
         let cookie = headers.get(http::header::COOKIE).and_then(|v| v.to_str().ok()).and_then(cookie_session_id);
         if let Credentials::Bearer(token) = &credentials
             && SessionTokens::is_session_token(token)
@@ -59,39 +121,56 @@ impl AuthState {
             let claims = self.tokens.verify(token).map_err(|error| AuthFailure { method: "token", error })?;
             let identity = SessionTokens::identity(&claims);
             // A Bearer handshake (the JDBC driver does one even with `token=`) gets its token back.
-            let reply = is_handshake.then(|| token.clone());
-            return Ok((CallContext { identity, session_id: Some(claims.sid) }, reply));
+            let token = is_handshake.then(|| token.clone());
+            let context = CallContext { identity, session_id: Some(claims.sid) };
+            return Ok(Authenticated { context, token, negotiate_reply: None, login: false });
         }
-        let identity = self.chain.authenticate(&credentials).await?;
-        let issue = is_handshake || matches!(credentials, Credentials::Basic { .. });
-        if issue {
-            let sid = cookie.clone().unwrap_or_else(crate::tickets::new_id);
+        // The `authorization` header wins; a verified client certificate speaks only for a
+        // caller that presented nothing else.
+        if let (Credentials::None, Some(der)) = (&credentials, client_certificate) {
+            credentials = Credentials::Certificate(der);
+        }
+        let mut identity = self.chain.authenticate(&credentials).await?;
+        let negotiate_reply = identity.reply_token.take();
+        tracing::info!(user = %identity.user, method = %identity.method, "login");
+        // Any login with presented credentials, and every Handshake, gets a session token so
+        // later calls skip the slow path (LDAP, KDC, JWKS).
+        if is_handshake || !matches!(credentials, Credentials::None) {
+            let sid = cookie.unwrap_or_else(crate::tickets::new_id);
             let token = self.tokens.issue(&identity, &sid);
-            Ok((CallContext { identity, session_id: Some(sid) }, Some(token)))
+            let context = CallContext { identity, session_id: Some(sid) };
+            Ok(Authenticated { context, token: Some(token), negotiate_reply, login: true })
         } else {
-            Ok((CallContext { identity, session_id: cookie }, None))
+            let context = CallContext { identity, session_id: cookie };
+            Ok(Authenticated { context, token: None, negotiate_reply, login: true })
         }
     }
 }
+
+/// Largest `authorization` value decoded for Basic and Negotiate.
+const MAX_AUTHORIZATION_BYTES: usize = 64 * 1024;
 
 /// Reads the `authorization` header.
 pub fn parse_authorization(headers: &http::HeaderMap) -> Result<Credentials, AuthError> {
     let Some(value) = headers.get(http::header::AUTHORIZATION) else {
         return Ok(Credentials::None);
     };
+    if value.len() > MAX_AUTHORIZATION_BYTES {
+        return Err(AuthError::Unsupported("authorization header too large".into()));
+    }
     let value = value.to_str().map_err(|_| AuthError::Unsupported("authorization header is not ASCII".into()))?;
     let (scheme, rest) = value.trim().split_once(' ').unwrap_or((value, ""));
     let rest = rest.trim();
+    // The ADBC Go driver sends Basic credentials without `=` padding.
+    const LENIENT: GeneralPurpose = GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+    );
     match scheme.to_ascii_lowercase().as_str() {
         "basic" => {
             if rest.len() > 4096 {
                 return Err(AuthError::InvalidCredentials);
             }
-            // The ADBC Go driver sends Basic credentials without `=` padding.
-            const LENIENT: GeneralPurpose = GeneralPurpose::new(
-                &base64::alphabet::STANDARD,
-                GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
-            );
             let decoded =
                 LENIENT.decode(rest).map_err(|_| AuthError::Unsupported("malformed Basic credentials".into()))?;
             let text =
@@ -100,8 +179,19 @@ pub fn parse_authorization(headers: &http::HeaderMap) -> Result<Credentials, Aut
             Ok(Credentials::Basic { user: user.to_string(), password: password.to_string() })
         }
         "bearer" if !rest.is_empty() => Ok(Credentials::Bearer(rest.to_string())),
+        "negotiate" if !rest.is_empty() => LENIENT
+            .decode(rest)
+            .map(Credentials::Negotiate)
+            .map_err(|_| AuthError::Unsupported("malformed Negotiate token".into())),
         _ => Err(AuthError::Unsupported(format!("unsupported authorization scheme `{scheme}`"))),
     }
+}
+
+/// The verified client certificate (DER) of a TLS connection, if the client sent one.
+pub fn client_certificate(extensions: &http::Extensions) -> Option<Vec<u8>> {
+    let info = extensions.get::<TlsConnectInfo<TcpConnectInfo>>()?;
+    let certs = info.peer_certs()?;
+    certs.first().map(|c| c.as_ref().to_vec())
 }
 
 /// The layer.
@@ -153,22 +243,15 @@ where
         let state = self.state.clone();
         Box::pin(async move {
             let is_handshake = request.uri().path() == HANDSHAKE_PATH;
-            match state.authenticate(request.headers(), is_handshake).await {
-                Ok((context, token)) => {
-                    tracing::debug!(user = %context.identity.user, method = %context.identity.method, path = request.uri().path(), "authenticated");
-                    request.extensions_mut().insert(context);
+            let certificate = client_certificate(request.extensions());
+            match state.authenticate(request.headers(), certificate, is_handshake).await {
+                Ok(done) => {
+                    request.extensions_mut().insert(done.context.clone());
                     let mut response = inner.call(request).await?;
-                    if let Some(token) = token
-                        && let Ok(value) = HeaderValue::from_str(&format!("Bearer {token}"))
-                    {
-                        response.headers_mut().insert(http::header::AUTHORIZATION, value);
-                    }
+                    done.add_reply_headers(response.headers_mut());
                     Ok(response)
                 }
-                Err(AuthFailure { method, error: e }) => {
-                    tracing::info!(path = request.uri().path(), method, reason = %e.log_detail(), "authentication failed");
-                    Ok(Status::from(crate::error::GatewayError::Auth(e)).into_http())
-                }
+                Err(AuthFailure { error: e, .. }) => Ok(Status::from(crate::error::GatewayError::Auth(e)).into_http()),
             }
         })
     }
@@ -177,7 +260,6 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use base64::engine::general_purpose::STANDARD;
 
     fn headers(auth: &str) -> http::HeaderMap {
         let mut h = http::HeaderMap::new();
@@ -202,22 +284,29 @@ mod tests {
         assert_eq!(parse_authorization(&http::HeaderMap::new()), Ok(Credentials::None));
         assert!(parse_authorization(&headers("Basic !!!")).is_err());
         assert!(parse_authorization(&headers("Digest x")).is_err());
+        assert_eq!(parse_authorization(&headers("Negotiate YWJj")), Ok(Credentials::Negotiate(b"abc".to_vec())));
+        assert!(parse_authorization(&headers("Negotiate %%%")).is_err());
     }
 
     #[tokio::test]
     async fn handshake_issues_a_token_that_later_calls_use() {
         let tokens = SessionTokens::new(b"k".to_vec(), std::time::Duration::from_secs(60));
         let chain = AuthenticatorChain::new(vec![Arc::new(quiver_auth::OpenAuthenticator)]);
-        let state = AuthState::new(chain, tokens);
+        let metrics = Arc::new(Metrics::new());
+        let state = AuthState::new(chain, tokens, metrics.clone());
         let basic = format!("Basic {}", STANDARD.encode("alice:"));
-        let (ctx, token) = state.authenticate(&headers(&basic), true).await.expect("auth");
-        assert_eq!(ctx.identity.user, "alice");
-        let token = token.expect("token on handshake");
-        let (again, reply) = state.authenticate(&headers(&format!("Bearer {token}")), false).await.expect("token");
-        assert_eq!(again.identity.user, "alice");
-        assert_eq!(again.session_id, ctx.session_id);
-        assert!(reply.is_none(), "no unrelated authorization header on ordinary calls");
+        let done = state.authenticate(&headers(&basic), None, true).await.expect("auth");
+        assert_eq!(done.context.identity.user, "alice");
+        let token = done.token.expect("token on handshake");
+        let again = state.authenticate(&headers(&format!("Bearer {token}")), None, false).await.expect("token");
+        assert_eq!(again.context.identity.user, "alice");
+        assert_eq!(again.context.session_id, done.context.session_id);
+        assert!(again.token.is_none(), "no unrelated authorization header on ordinary calls");
         let forged = format!("Bearer {}x", token);
-        assert!(state.authenticate(&headers(&forged), false).await.is_err());
+        assert!(state.authenticate(&headers(&forged), None, false).await.is_err());
+        let text = metrics.encode();
+        assert!(text.contains(r#"method="open",result="success""#), "{text}");
+        assert!(text.contains(r#"method="token",result="success""#), "{text}");
+        assert!(text.contains(r#"method="token",result="failure",reason="invalid_token"} 1"#), "{text}");
     }
 }

@@ -1,18 +1,27 @@
-//! The HTTP side: health and information. (The admin API grows here.)
+//! The HTTP side: health, information and metrics. (The admin API grows here.)
+//!
+//! Every route except the health probes sits behind the same authentication as Flight SQL
+//! (Basic, Bearer session tokens and JWTs, Negotiate): a middleware runs the gateway's
+//! [`AuthState`] and puts the caller's `CallContext` into the request extensions.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use http::{HeaderValue, StatusCode, header};
+use quiver_auth::{AuthError, AuthFailure};
 use serde_json::{Value, json};
 
+use crate::auth_layer::{AuthState, CallContext};
+use crate::metrics::Metrics;
 use crate::router::Router as PoolRouter;
 
 /// State shared by the HTTP handlers.
-#[derive(Debug, Clone)]
 pub struct HttpState {
     /// Pools, for /v1/info.
     pub router: PoolRouter,
@@ -20,15 +29,81 @@ pub struct HttpState {
     pub started: Instant,
     /// The Flight SQL address clients connect to.
     pub flight_addr: String,
+    /// Authentication, shared with the Flight side.
+    pub auth: Arc<AuthState>,
+    /// The registry behind /metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for HttpState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpState").field("flight_addr", &self.flight_addr).finish()
+    }
 }
 
 /// The HTTP routes.
 pub fn routes(state: Arc<HttpState>) -> Router {
-    Router::new().route("/health", get(health)).route("/v1/info", get(info)).with_state(state)
+    let authenticated = Router::new()
+        .route("/v1/info", get(info))
+        .route("/v1/whoami", get(whoami))
+        .route("/metrics", get(metrics))
+        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
+    // Probes stay open: orchestrators call them without credentials.
+    Router::new()
+        .route("/health", get(health))
+        .route("/health/live", get(health))
+        .merge(authenticated)
+        .with_state(state)
+}
+
+/// Authenticates an HTTP request; 401 with the accepted schemes in `www-authenticate` when it
+/// fails, 503 when the authentication back end is down.
+async fn authenticate(State(state): State<Arc<HttpState>>, mut request: Request, next: Next) -> Response {
+    match state.auth.authenticate(request.headers(), None, false).await {
+        Ok(done) => {
+            request.extensions_mut().insert(done.context.clone());
+            let mut response = next.run(request).await;
+            done.add_reply_headers(response.headers_mut());
+            response
+        }
+        Err(AuthFailure { error, .. }) => {
+            let status = match error {
+                AuthError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+                AuthError::InvalidCredentials
+                | AuthError::Denied(_)
+                | AuthError::Unsupported(_)
+                | AuthError::InvalidToken(_) => StatusCode::UNAUTHORIZED,
+            };
+            let mut response = (status, Json(json!({ "error": error.to_string() }))).into_response();
+            if status == StatusCode::UNAUTHORIZED {
+                let names = state.auth.method_names();
+                let mut schemes = vec!["Bearer"];
+                if names.iter().any(|m| matches!(*m, "password-file" | "ldap" | "open")) {
+                    schemes.push(r#"Basic realm="quiver""#);
+                }
+                if names.contains(&"kerberos") {
+                    schemes.push("Negotiate");
+                }
+                for scheme in schemes {
+                    response.headers_mut().append(header::WWW_AUTHENTICATE, HeaderValue::from_static(scheme));
+                }
+            }
+            response
+        }
+    }
 }
 
 async fn health() -> &'static str {
     "ok"
+}
+
+async fn whoami(axum::Extension(context): axum::Extension<CallContext>) -> Json<Value> {
+    let identity = &context.identity;
+    Json(json!({ "user": identity.user, "groups": identity.groups, "method": identity.method }))
+}
+
+async fn metrics(State(state): State<Arc<HttpState>>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], state.metrics.encode())
 }
 
 async fn info(State(state): State<Arc<HttpState>>) -> Json<Value> {

@@ -13,6 +13,7 @@ pub mod config;
 pub mod error;
 pub mod flight;
 pub mod http;
+pub mod metrics;
 pub mod pool;
 pub mod router;
 pub mod server;

@@ -4,7 +4,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use quiver_auth::{Authenticator, AuthenticatorChain, OpenAuthenticator, PasswordFileAuthenticator, SessionTokens};
+use quiver_auth::{
+    Authenticator, AuthenticatorChain, CertificateAuthenticator, OpenAuthenticator, PasswordFileAuthenticator,
+    SessionTokens, UserMapping,
+};
 use quiver_engine::Engine;
 use quiver_policies::{AllowAll, Authorizer};
 use tokio::net::TcpListener;
@@ -12,9 +15,10 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::auth_layer::{AuthLayer, AuthState};
-use crate::config::{AuthMode, QuiverConfig};
+use crate::config::{AuthMethod, ClientAuth, QuiverConfig, TlsConfig};
 use crate::flight::{FlightSettings, GatewayService};
 use crate::http::{HttpState, routes};
+use crate::metrics::Metrics;
 use crate::pool::Pool;
 use crate::router::Router;
 use crate::tickets::Sealer;
@@ -66,14 +70,57 @@ pub async fn start_engine(engine: Arc<Engine>, listener: TcpListener) -> (onesho
     (tx, task)
 }
 
-fn secret(config: &QuiverConfig) -> anyhow::Result<Vec<u8>> {
-    Ok(match &config.server.secret_file {
-        Some(path) => std::fs::read(path)
-            .map_err(|e| anyhow::anyhow!("server.secret_file {}: {e}", path.display()))?
-            .trim_ascii()
-            .to_vec(),
+fn read_secret(key: &str, path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    Ok(std::fs::read(path).map_err(|e| anyhow::anyhow!("{key} {}: {e}", path.display()))?.trim_ascii().to_vec())
+}
+
+/// The signing secret and the previous secrets still accepted.
+fn secrets(config: &QuiverConfig) -> anyhow::Result<(Vec<u8>, Vec<Vec<u8>>)> {
+    let current = match &config.server.secret_file {
+        Some(path) => read_secret("server.secret_file", path)?,
         None => SessionTokens::random_key(),
-    })
+    };
+    let previous = config
+        .server
+        .previous_secret_files
+        .iter()
+        .map(|path| read_secret("server.previous_secret_files", path))
+        .collect::<anyhow::Result<_>>()?;
+    Ok((current, previous))
+}
+
+/// The authentication methods of `[auth]`, in order, with the user mapping rules.
+fn authenticator_chain(config: &QuiverConfig) -> anyhow::Result<AuthenticatorChain> {
+    let auth = &config.auth;
+    let mut methods: Vec<Arc<dyn Authenticator>> = Vec::new();
+    for method in &auth.methods {
+        methods.push(match method {
+            AuthMethod::Open => Arc::new(OpenAuthenticator),
+            AuthMethod::PasswordFile => {
+                let path = auth.password_file.clone().unwrap_or_default();
+                Arc::new(PasswordFileAuthenticator::load(path).map_err(|e| anyhow::anyhow!("auth.password_file: {e}"))?)
+            }
+            AuthMethod::Certificate => Arc::new(CertificateAuthenticator::new(auth.certificate.clone())),
+        });
+    }
+    let mapping = UserMapping::new(&auth.user_mapping).map_err(|e| anyhow::anyhow!("auth.user_mapping: {e}"))?;
+    Ok(AuthenticatorChain::new(methods).with_mapping(mapping))
+}
+
+/// tonic's TLS settings from `[server.tls]`.
+fn server_tls(tls: &TlsConfig) -> anyhow::Result<tonic::transport::ServerTlsConfig> {
+    let read = |key: &str, path: &std::path::Path| {
+        std::fs::read(path).map_err(|e| anyhow::anyhow!("server.tls.{key} {}: {e}", path.display()))
+    };
+    let identity =
+        tonic::transport::Identity::from_pem(read("cert_file", &tls.cert_file)?, read("key_file", &tls.key_file)?);
+    let mut config = tonic::transport::ServerTlsConfig::new().identity(identity).timeout(Duration::from_secs(10));
+    if let Some(ca) = &tls.client_ca_file {
+        config = config
+            .client_ca_root(tonic::transport::Certificate::from_pem(read("client_ca_file", ca)?))
+            .client_auth_optional(tls.client_auth == ClientAuth::Optional);
+    }
+    Ok(config)
 }
 
 /// Validates `config` and starts everything it describes.
@@ -113,16 +160,15 @@ pub async fn start(config: QuiverConfig) -> anyhow::Result<RunningGateway> {
     }
     let router = Router::new(pools);
 
-    let secret = secret(&config)?;
-    let tokens = SessionTokens::new(secret.clone(), Duration::from_secs(config.auth.token_ttl_secs));
-    let method: Arc<dyn Authenticator> = match config.auth.mode {
-        AuthMode::Open => Arc::new(OpenAuthenticator),
-        AuthMode::PasswordFile => {
-            let path = config.auth.password_file.clone().unwrap_or_default();
-            Arc::new(PasswordFileAuthenticator::load(path).map_err(|e| anyhow::anyhow!("auth.password_file: {e}"))?)
-        }
-    };
-    let auth = Arc::new(AuthState::new(AuthenticatorChain::new(vec![method]), tokens));
+    let (secret, previous_secrets) = secrets(&config)?;
+    let mut tokens = SessionTokens::new(secret.clone(), Duration::from_secs(config.auth.token_ttl_secs));
+    let mut sealer = Sealer::new(&secret, config.server.ticket_ttl_secs);
+    for old in &previous_secrets {
+        tokens = tokens.also_accept(old.clone());
+        sealer = sealer.also_accept(old);
+    }
+    let metrics = Arc::new(Metrics::new());
+    let auth = Arc::new(AuthState::new(authenticator_chain(&config)?, tokens, metrics.clone()));
     let authorizer: Arc<dyn Authorizer> = Arc::new(AllowAll);
     let max_request_bytes =
         quiver_engine::config::parse_bytes(&config.server.max_request_size).map_err(anyhow::Error::msg)?;
@@ -132,7 +178,6 @@ pub async fn start(config: QuiverConfig) -> anyhow::Result<RunningGateway> {
         max_sql_bytes: quiver_engine::config::parse_bytes(&config.server.max_sql_size).map_err(anyhow::Error::msg)?,
         max_request_bytes,
     };
-    let sealer = Sealer::new(&secret, config.server.ticket_ttl_secs);
     let service = GatewayService::new(router.clone(), sealer, authorizer, settings)?;
 
     let flight_listener = TcpListener::bind(&config.server.flight_addr).await?;
@@ -140,15 +185,21 @@ pub async fn start(config: QuiverConfig) -> anyhow::Result<RunningGateway> {
     let http_listener = TcpListener::bind(&config.server.http_addr).await?;
     let http_addr = http_listener.local_addr()?;
 
+    let auth_for_http = auth.clone();
     let (tx, rx) = oneshot::channel::<()>();
     stop.push(tx);
-    let flight = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = &config.server.tls {
+        // TLS (and client-certificate verification) before any byte reaches the auth layer.
+        builder = builder.tls_config(server_tls(tls)?)?;
+    }
+    let flight = builder
         // Big windows so one stream can fill the pipe; nodelay for small-query latency.
         .initial_stream_window_size(Some(8 * 1024 * 1024))
         .initial_connection_window_size(Some(32 * 1024 * 1024))
         .tcp_nodelay(true)
         // Authentication sits in front of every Flight call, so handlers only see callers it let in.
-        .layer(AuthLayer::new(auth))
+        .layer(AuthLayer::new(auth.clone()))
         .add_service(service.into_server())
         .serve_with_incoming_shutdown(quiver_engine::nodelay_incoming(flight_listener), async move {
             let _ = rx.await;
@@ -161,7 +212,13 @@ pub async fn start(config: QuiverConfig) -> anyhow::Result<RunningGateway> {
 
     let (tx, rx) = oneshot::channel::<()>();
     stop.push(tx);
-    let state = Arc::new(HttpState { router, started: Instant::now(), flight_addr: flight_addr.to_string() });
+    let state = Arc::new(HttpState {
+        router,
+        started: Instant::now(),
+        flight_addr: flight_addr.to_string(),
+        auth: auth_for_http,
+        metrics,
+    });
     tasks.push(tokio::spawn(async move {
         let served = axum::serve(http_listener, routes(state)).with_graceful_shutdown(async move {
             let _ = rx.await;

@@ -89,6 +89,8 @@ fn now() -> u64 {
 #[derive(Clone)]
 pub struct Sealer {
     key: Vec<u8>,
+    /// Keys derived from previous secrets: still opened, never used to seal.
+    previous: Vec<Vec<u8>>,
     ttl_secs: u64,
 }
 
@@ -102,8 +104,17 @@ impl Sealer {
     /// A sealer whose blobs expire after `ttl_secs`. The key is derived from the gateway
     /// secret so tickets and session tokens never share a key.
     pub fn new(secret: &[u8], ttl_secs: u64) -> Self {
-        let key = mac(secret, b"quiver ticket key v1");
-        Sealer { key, ttl_secs }
+        Sealer { key: Self::derive(secret), previous: Vec::new(), ttl_secs }
+    }
+
+    /// Also opens blobs sealed with `old_secret` (secret rotation across replicas).
+    pub fn also_accept(mut self, old_secret: &[u8]) -> Self {
+        self.previous.push(Self::derive(old_secret));
+        self
+    }
+
+    fn derive(secret: &[u8]) -> Vec<u8> {
+        mac(secret, b"quiver ticket key v1")
     }
 
     /// Seals `body` for `user`.
@@ -130,11 +141,17 @@ impl Sealer {
             return Err(GatewayError::InvalidTicket("not issued by this gateway".into()));
         }
         let (signed, tag) = sealed.split_at(sealed.len() - MAC_LEN);
-        let Ok(mut check) = Hmac::<Sha256>::new_from_slice(&self.key) else {
-            return Err(GatewayError::Internal("ticket key".into()));
+        let verifies = |key: &Vec<u8>| {
+            Hmac::<Sha256>::new_from_slice(key)
+                .map(|mut check| {
+                    check.update(signed);
+                    check.verify_slice(tag).is_ok()
+                })
+                .unwrap_or(false)
         };
-        check.update(signed);
-        check.verify_slice(tag).map_err(|_| GatewayError::InvalidTicket("signature mismatch".into()))?;
+        if !std::iter::once(&self.key).chain(&self.previous).any(verifies) {
+            return Err(GatewayError::InvalidTicket("signature mismatch".into()));
+        }
         let envelope: Envelope =
             serde_json::from_slice(&signed[1..]).map_err(|_| GatewayError::InvalidTicket("malformed".into()))?;
         if envelope.exp <= now() {
@@ -194,6 +211,17 @@ mod tests {
             assert!(matches!(err, GatewayError::InvalidTicket(_)));
             assert!(err.to_string().contains(why), "{err}");
         }
+    }
+
+    #[test]
+    fn rotated_secrets_still_open_but_never_seal() {
+        let old = Sealer::new(b"old secret", 60);
+        let rotated = Sealer::new(b"new secret", 60).also_accept(b"old secret");
+        assert_eq!(rotated.open("alice", &old.seal("alice", query())).expect("old ticket"), query());
+        // New tickets are sealed with the new secret only.
+        let fresh = rotated.seal("alice", query());
+        assert!(old.open("alice", &fresh).is_err());
+        assert!(Sealer::new(b"new secret", 60).open("alice", &fresh).is_ok());
     }
 
     #[test]

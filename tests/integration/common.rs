@@ -13,7 +13,7 @@ use datafusion::arrow::util::pretty::pretty_format_batches;
 use futures::TryStreamExt;
 use prost::Message;
 use quiver_engine::config::{CatalogConfig, EngineConfig};
-use quiver_gateway::config::{AuthMode, PoolConfig, QuiverConfig};
+use quiver_gateway::config::{AuthMethod, PoolConfig, QuiverConfig};
 use quiver_gateway::{RunningGateway, start};
 use tokio::net::TcpListener;
 use tonic::transport::Channel;
@@ -51,7 +51,7 @@ pub fn password_file(dir: &Path) -> std::path::PathBuf {
 /// A gateway with password-file authentication.
 pub fn password_config(dir: &Path) -> QuiverConfig {
     let mut cfg = gateway_config();
-    cfg.auth.mode = AuthMode::PasswordFile;
+    cfg.auth.methods = vec![AuthMethod::PasswordFile];
     cfg.auth.password_file = Some(password_file(dir));
     cfg
 }
@@ -151,4 +151,31 @@ pub async fn raw_query(raw: &mut FlightServiceClient<Channel>, sql: &str) -> Res
 /// The value at (`column`, `row`) as text, whatever the string type (Utf8, Utf8View, ...).
 pub fn text(batch: &RecordBatch, column: usize, row: usize) -> String {
     datafusion::arrow::util::display::array_value_to_string(batch.column(column), row).expect("displayable")
+}
+
+/// A raw HTTP/1.1 GET on `addr` with extra header lines; returns the whole response text.
+pub async fn http_get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let extra: String = headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{extra}\r\n");
+    s.write_all(request.as_bytes()).await.expect("write");
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.expect("read");
+    out
+}
+
+/// `authorization: Basic ...` for `user`/`password`.
+pub fn basic_auth(user: &str, password: &str) -> String {
+    use base64::Engine;
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")))
+}
+
+/// The claims of a gateway session token (`qv1.<payload>.<mac>`), read without verifying.
+pub fn token_claims(token: &str) -> serde_json::Value {
+    use base64::Engine;
+    let token = token.trim_start_matches("Bearer ");
+    let payload = token.split('.').nth(1).expect("qv1 token has a payload");
+    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).expect("base64url payload");
+    serde_json::from_slice(&json).expect("json claims")
 }

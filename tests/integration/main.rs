@@ -1,6 +1,7 @@
 //! Quiver's workspace integration tests: one test binary (faster to link on small machines),
 //! one module per feature. Every test starts its own servers on 127.0.0.1:0.
 
+mod authentication;
 mod common;
 mod errors;
 mod gateway_surface;

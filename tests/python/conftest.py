@@ -369,7 +369,7 @@ flight_addr = "127.0.0.1:0"
 http_addr = "127.0.0.1:0"
 
 [auth]
-mode = "password-file"
+methods = ["password-file"]
 password_file = {_toml_str(str(password_file))}
 
 [session]

@@ -25,12 +25,12 @@ def test_check_config_accepts_the_example_and_names_each_problem(quiver_binary, 
     lines = out.stdout.strip().splitlines()
     # One problem per line: file: key: reason.
     keys = [line.split(": ")[1] for line in lines]
-    assert keys == ["server.max_sql_size", "auth.mode", "pools[0].workers[0]"], lines
+    assert keys == ["server.max_sql_size", "auth.methods", "pools[0].workers[0]"], lines
     assert all(line.startswith(f"{bad}: ") for line in lines), lines
     assert "0.0.0.0:8815" in out.stdout and "loopback" in out.stdout
 
     typo = tmp_path / "typo.toml"
-    typo.write_text('[auth]\nmode = "open"\npasword_file = "x"\n')
+    typo.write_text('[auth]\nmethods = ["open"]\npasword_file = "x"\n')
     out = subprocess.run([quiver_binary, "check-config", str(typo)], capture_output=True, text=True, timeout=60)
     assert out.returncode == 2
     assert "line 3" in out.stderr and "pasword_file" in out.stderr, out.stderr

@@ -10,6 +10,10 @@ use std::path::{Path, PathBuf};
 use quiver_engine::config::{CatalogConfig, ConfigProblem, EngineConfig, default_tpch_schema, parse_bytes};
 use serde::{Deserialize, Serialize};
 
+mod auth;
+
+pub use auth::{AuthConfig, AuthMethod, ClientAuth, TlsConfig};
+
 /// The whole configuration file.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -49,6 +53,12 @@ pub struct ServerConfig {
     /// prepared-statement handles. Replicas that share it accept each other's tokens and
     /// tickets. Unset: a random secret per process (fine for one gateway).
     pub secret_file: Option<PathBuf>,
+    /// Secrets that signed tokens and tickets before `secret_file` was rotated. They are still
+    /// accepted (never used to sign); remove them once `auth.token_ttl_secs` and
+    /// `server.ticket_ttl_secs` have passed since the rotation.
+    pub previous_secret_files: Vec<PathBuf>,
+    /// TLS on the Flight SQL port (and mTLS when `client_ca_file` is set). Unset: plaintext.
+    pub tls: Option<TlsConfig>,
     /// How long a ticket returned by GetFlightInfo stays redeemable, in seconds.
     pub ticket_ttl_secs: u64,
     /// How long the gateway trusts its cached view of a pool's catalogs, in seconds.
@@ -63,38 +73,11 @@ impl Default for ServerConfig {
             max_request_size: "16MiB".into(),
             max_sql_size: "1MiB".into(),
             secret_file: None,
+            previous_secret_files: Vec::new(),
+            tls: None,
             ticket_ttl_secs: 3600,
             metadata_ttl_secs: 10,
         }
-    }
-}
-
-/// How callers prove who they are.
-#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
-pub enum AuthMode {
-    /// Any user name, no password. Refused on non-loopback addresses.
-    #[default]
-    Open,
-    /// Users and argon2/bcrypt hashes from `password_file`.
-    PasswordFile,
-}
-
-/// `[auth]`
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct AuthConfig {
-    /// `open` or `password-file`.
-    pub mode: AuthMode,
-    /// Password file (`user:hash[:group,...]` per line) for `password-file` mode.
-    pub password_file: Option<PathBuf>,
-    /// Lifetime of the session tokens handed out on Handshake, in seconds.
-    pub token_ttl_secs: u64,
-}
-
-impl Default for AuthConfig {
-    fn default() -> Self {
-        AuthConfig { mode: AuthMode::Open, password_file: None, token_ttl_secs: 3600 }
     }
 }
 
@@ -164,86 +147,71 @@ impl QuiverConfig {
     /// Every problem serde could not see.
     pub fn validate(&self) -> Vec<ConfigProblem> {
         let mut problems = Vec::new();
-        let mut push = |key: &str, reason: String| problems.push(ConfigProblem { key: key.into(), reason });
+        macro_rules! push {
+            ($key:expr, $reason:expr) => {
+                problems.push(ConfigProblem { key: String::from($key), reason: $reason })
+            };
+        }
         let flight = self.server.flight_addr.parse::<SocketAddr>();
         if let Err(e) = &flight {
-            push("server.flight_addr", format!("`{}` is not an address (ip:port): {e}", self.server.flight_addr));
+            push!("server.flight_addr", format!("`{}` is not an address (ip:port): {e}", self.server.flight_addr));
         }
         if let Err(e) = self.server.http_addr.parse::<SocketAddr>() {
-            push("server.http_addr", format!("`{}` is not an address (ip:port): {e}", self.server.http_addr));
+            push!("server.http_addr", format!("`{}` is not an address (ip:port): {e}", self.server.http_addr));
         }
         for (key, value) in [
             ("server.max_request_size", &self.server.max_request_size),
             ("server.max_sql_size", &self.server.max_sql_size),
         ] {
             if let Err(e) = parse_bytes(value) {
-                push(key, e);
+                push!(key, e);
             }
         }
-        if let Some(path) = &self.server.secret_file {
+        let previous = self.server.previous_secret_files.iter().enumerate();
+        let secrets = self.server.secret_file.iter().map(|p| ("server.secret_file".to_string(), p));
+        for (key, path) in secrets.chain(previous.map(|(i, p)| (format!("server.previous_secret_files[{i}]"), p))) {
             match std::fs::read(path) {
                 Ok(bytes) if bytes.trim_ascii().len() < 32 => {
-                    push("server.secret_file", format!("{} holds fewer than 32 bytes", path.display()))
+                    push!(key.as_str(), format!("{} holds fewer than 32 bytes", path.display()))
                 }
                 Ok(_) => {}
-                Err(e) => push("server.secret_file", format!("{}: {e}", path.display())),
+                Err(e) => push!(key.as_str(), format!("{}: {e}", path.display())),
             }
+        }
+        if !self.server.previous_secret_files.is_empty() && self.server.secret_file.is_none() {
+            push!("server.previous_secret_files", String::from("needs server.secret_file (the current secret)"));
+        }
+        if let Some(tls) = &self.server.tls {
+            problems.extend(tls.validate("server.tls"));
         }
         if self.server.ticket_ttl_secs == 0 {
-            push("server.ticket_ttl_secs", "must be at least 1".into());
+            push!("server.ticket_ttl_secs", String::from("must be at least 1"));
         }
-        match self.auth.mode {
-            AuthMode::Open => {
-                let loopback = |addr: &str| addr.parse::<SocketAddr>().map(|a| a.ip().is_loopback()).unwrap_or(true);
-                for (key, addr) in
-                    [("server.flight_addr", &self.server.flight_addr), ("server.http_addr", &self.server.http_addr)]
-                {
-                    if !loopback(addr) {
-                        push(
-                            "auth.mode",
-                            format!(
-                                "open mode accepts anyone without a password and may only listen on loopback, but {key} is {addr}"
-                            ),
-                        );
-                    }
-                }
-            }
-            AuthMode::PasswordFile => match &self.auth.password_file {
-                None => push("auth.password_file", "required when auth.mode = \"password-file\"".into()),
-                Some(path) => {
-                    if let Err(e) = quiver_auth::PasswordFileAuthenticator::load(path) {
-                        push("auth.password_file", e);
-                    }
-                }
-            },
-        }
-        if self.auth.token_ttl_secs == 0 {
-            push("auth.token_ttl_secs", "must be at least 1".into());
-        }
+        problems.extend(self.auth.validate(&self.server));
         if self.pools.is_empty() {
-            push("pools", "at least one pool is required".into());
+            push!("pools", String::from("at least one pool is required"));
         }
         let mut names = std::collections::HashSet::new();
         let mut embedded = false;
         for (i, pool) in self.pools.iter().enumerate() {
             if pool.name.trim().is_empty() {
-                push(&format!("pools[{i}].name"), "must not be empty".into());
+                push!(format!("pools[{i}].name"), String::from("must not be empty"));
             }
             if !names.insert(pool.name.clone()) {
-                push(&format!("pools[{i}].name"), format!("pool `{}` is defined twice", pool.name));
+                push!(format!("pools[{i}].name"), format!("pool `{}` is defined twice", pool.name));
             }
             if !pool.embedded && pool.workers.is_empty() {
-                push(&format!("pools[{i}].workers"), "a pool needs workers or `embedded = true`".into());
+                push!(format!("pools[{i}].workers"), String::from("a pool needs workers or `embedded = true`"));
             }
             embedded |= pool.embedded;
             for (j, uri) in pool.workers.iter().enumerate() {
                 if let Err(e) = crate::pool::worker_endpoint_uri(uri) {
-                    push(&format!("pools[{i}].workers[{j}]"), e);
+                    push!(format!("pools[{i}].workers[{j}]"), e);
                 }
             }
         }
         if embedded && self.engine.catalogs.is_empty() {
-            push("engine.catalogs", "an embedded pool needs at least one catalog".into());
+            push!("engine.catalogs", String::from("an embedded pool needs at least one catalog"));
         }
         for p in self.engine.validate("engine") {
             problems.push(p);
@@ -272,7 +240,7 @@ mod tests {
     fn unknown_keys_name_the_line_and_key() {
         let err = QuiverConfig::parse("[server]\nflight_addr = \"127.0.0.1:1\"\nflite_addr = \"x\"\n").unwrap_err();
         assert!(err.contains("line 3") && err.contains("flite_addr"), "{err}");
-        let err = QuiverConfig::parse("[auth]\nmode = \"ldapp\"\n").unwrap_err();
+        let err = QuiverConfig::parse("[auth]\nmethods = [\"ldapp\"]\n").unwrap_err();
         assert!(err.contains("ldapp"), "{err}");
     }
 
@@ -282,7 +250,7 @@ mod tests {
         cfg.server.flight_addr = "0.0.0.0:8815".into();
         let problems = cfg.validate();
         assert_eq!(problems.len(), 1, "{problems:?}");
-        assert_eq!(problems[0].key, "auth.mode");
+        assert_eq!(problems[0].key, "auth.methods");
         assert!(problems[0].reason.contains("0.0.0.0:8815"));
     }
 
@@ -294,7 +262,7 @@ mod tests {
 flight_addr = "nowhere"
 max_sql_size = "big"
 [auth]
-mode = "password-file"
+methods = ["password-file"]
 [[pools]]
 name = "a"
 [[pools]]
