@@ -13,6 +13,7 @@
 mod chain;
 mod error;
 mod identity;
+mod kerberos;
 mod mapping;
 mod open;
 mod password_file;
@@ -21,6 +22,9 @@ mod token;
 pub use chain::{AuthFailure, Authenticator, AuthenticatorChain};
 pub use error::AuthError;
 pub use identity::{Credentials, Identity};
+#[cfg(feature = "kerberos")]
+pub use kerberos::KerberosAuthenticator;
+pub use kerberos::KerberosConfig;
 pub use mapping::{CaseFold, UserMapping, UserMappingRule};
 pub use open::OpenAuthenticator;
 pub use password_file::{PasswordFileAuthenticator, hash_password};
