@@ -202,8 +202,7 @@ mod acceptor {
             }
             let missing = config.missing_process_env();
             if !missing.is_empty() {
-                let list: Vec<String> =
-                    missing.iter().map(|(k, v)| format!("{k}={}", v.to_string_lossy())).collect();
+                let list: Vec<String> = missing.iter().map(|(k, v)| format!("{k}={}", v.to_string_lossy())).collect();
                 return Err(format!(
                     "kerberos: the process environment must select the configured files: set {} \
                      (the MIT library reads them from the environment; \
@@ -211,11 +210,8 @@ mod acceptor {
                     list.join(" ")
                 ));
             }
-            let keytab = config
-                .keytab
-                .as_ref()
-                .map(|p| p.display().to_string())
-                .unwrap_or_else(|| "the default keytab".into());
+            let keytab =
+                config.keytab.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "the default keytab".into());
             let name = match config.acceptor_name() {
                 Some(name) => Some(
                     Name::new(name.as_bytes(), Some(GSS_NT_HOSTBASED_SERVICE))
