@@ -11,6 +11,10 @@
 //! crate forbids). [`KerberosConfig::process_env`] lists what the process needs, and
 //! [`KerberosConfig::reexec_with_process_env`] lets the binary re-execute itself with it before
 //! any thread starts. One keytab per process, as in Trino.
+//!
+//! Replayed tokens are refused by MIT's replay cache, which is on by default and lives in
+//! `KRB5RCACHEDIR` (default `/var/tmp`, file `krb5_<uid>.rcache2`); replicas behind a load
+//! balancer each keep their own.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
