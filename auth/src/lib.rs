@@ -14,6 +14,7 @@ mod certificate;
 mod chain;
 mod error;
 mod identity;
+mod kerberos;
 mod mapping;
 mod open;
 mod password_file;
@@ -23,6 +24,9 @@ pub use certificate::{CertificateAuthenticator, CertificateConfig, CertificateUs
 pub use chain::{AuthFailure, Authenticator, AuthenticatorChain};
 pub use error::AuthError;
 pub use identity::{Credentials, Identity};
+#[cfg(feature = "kerberos")]
+pub use kerberos::KerberosAuthenticator;
+pub use kerberos::KerberosConfig;
 pub use mapping::{CaseFold, UserMapping, UserMappingRule};
 pub use open::OpenAuthenticator;
 pub use password_file::{PasswordFileAuthenticator, hash_password};
