@@ -66,9 +66,29 @@ fn load(path: &PathBuf) -> Result<QuiverConfig, ExitCode> {
     })
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Kerberos: the MIT library reads its keytab and krb5.conf from the process environment,
+    // which cannot be changed safely once threads run; so when `[auth.kerberos]` names files
+    // the environment does not select yet, re-execute with them set, before any runtime starts.
+    if let Command::Serve { config: Some(path), .. } = &cli.command
+        && let Ok(cfg) = QuiverConfig::load(path)
+        && cfg.auth.methods.contains(&quiver_gateway::config::AuthMethod::Kerberos)
+        && let Err(e) = cfg.auth.kerberos.reexec_with_process_env()
+    {
+        eprintln!("quiver: auth.kerberos: cannot set the Kerberos environment: {e}");
+        return ExitCode::FAILURE;
+    }
+    match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime.block_on(run(cli)),
+        Err(e) => {
+            eprintln!("quiver: cannot start the runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Serve { config, flight_addr, http_addr, tpch_scale_factor } => {
             init_logging();

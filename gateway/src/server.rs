@@ -101,6 +101,13 @@ fn authenticator_chain(config: &QuiverConfig) -> anyhow::Result<AuthenticatorCha
                 Arc::new(PasswordFileAuthenticator::load(path).map_err(|e| anyhow::anyhow!("auth.password_file: {e}"))?)
             }
             AuthMethod::Certificate => Arc::new(CertificateAuthenticator::new(auth.certificate.clone())),
+            #[cfg(feature = "kerberos")]
+            AuthMethod::Kerberos => Arc::new(
+                quiver_auth::KerberosAuthenticator::new(&auth.kerberos)
+                    .map_err(|e| anyhow::anyhow!("auth.kerberos: {e}"))?,
+            ),
+            #[cfg(not(feature = "kerberos"))]
+            AuthMethod::Kerberos => anyhow::bail!("auth.methods: this quiver was built without Kerberos"),
         });
     }
     let mapping = UserMapping::new(&auth.user_mapping).map_err(|e| anyhow::anyhow!("auth.user_mapping: {e}"))?;

@@ -9,7 +9,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use quiver_auth::{CertificateConfig, UserMappingRule};
+use quiver_auth::{CertificateConfig, KerberosConfig, UserMappingRule};
 use quiver_engine::config::ConfigProblem;
 use serde::{Deserialize, Serialize};
 
@@ -26,6 +26,9 @@ pub enum AuthMethod {
     /// The verified TLS client certificate (`[auth.certificate]`, needs
     /// `server.tls.client_ca_file`).
     Certificate,
+    /// Kerberos SPNEGO `Negotiate` tokens (`[auth.kerberos]`; needs the `kerberos` build
+    /// feature).
+    Kerberos,
 }
 
 impl AuthMethod {
@@ -35,6 +38,7 @@ impl AuthMethod {
             AuthMethod::Open => "open",
             AuthMethod::PasswordFile => "password-file",
             AuthMethod::Certificate => "certificate",
+            AuthMethod::Kerberos => "kerberos",
         }
     }
 }
@@ -53,6 +57,8 @@ pub struct AuthConfig {
     pub token_ttl_secs: u64,
     /// `[auth.certificate]`
     pub certificate: CertificateConfig,
+    /// `[auth.kerberos]`
+    pub kerberos: KerberosConfig,
     /// `[[auth.user_mapping]]`: principal -> user name rules, first match wins; when any are
     /// configured, a principal no rule matches is refused.
     pub user_mapping: Vec<UserMappingRule>,
@@ -65,6 +71,7 @@ impl Default for AuthConfig {
             password_file: None,
             token_ttl_secs: 3600,
             certificate: CertificateConfig::default(),
+            kerberos: KerberosConfig::default(),
             user_mapping: Vec::new(),
         }
     }
@@ -108,6 +115,19 @@ impl AuthConfig {
                         }
                     }
                 },
+                AuthMethod::Kerberos => {
+                    if !cfg!(feature = "kerberos") {
+                        push(
+                            "auth.methods",
+                            "this quiver was built without Kerberos: build with `--features kerberos` \
+                             (needs libkrb5-dev, libclang-dev)"
+                                .into(),
+                        );
+                    }
+                    for (key, reason) in self.kerberos.validate() {
+                        push(&format!("auth.kerberos.{key}"), reason);
+                    }
+                }
                 AuthMethod::Certificate => {
                     if server.tls.as_ref().and_then(|t| t.client_ca_file.as_ref()).is_none() {
                         push(
