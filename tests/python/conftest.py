@@ -243,13 +243,20 @@ def _parse_addr(event: dict, key: str) -> str:
     return addr
 
 
-def start_gateway(name: str, args: List[str], workdir: pathlib.Path, timeout: float = READY_TIMEOUT_S) -> Gateway:
+def start_gateway(
+    name: str,
+    args: List[str],
+    workdir: pathlib.Path,
+    timeout: float = READY_TIMEOUT_S,
+    extra_env: Optional[Dict[str, str]] = None,
+) -> Gateway:
     """Start `quiver <args>` and wait for its ready line. Fails the test with stderr on trouble."""
     binary = quiver_bin()
     workdir.mkdir(parents=True, exist_ok=True)
     stderr_path = workdir / f"{name}.stderr.log"
     env = dict(os.environ)
     env.setdefault("RUST_BACKTRACE", "1")
+    env.update(extra_env or {})
     stderr_file = open(stderr_path, "wb")
     try:
         proc = subprocess.Popen(
@@ -435,8 +442,8 @@ def launch_gateway(tmp_path):
     """Start extra, test-private gateways: launch(name, args) -> Gateway; stopped after the test."""
     started: List[Gateway] = []
 
-    def launch(name: str, args: List[str]) -> Gateway:
-        gw = start_gateway(name, args, tmp_path / name)
+    def launch(name: str, args: List[str], extra_env: Optional[Dict[str, str]] = None) -> Gateway:
+        gw = start_gateway(name, args, tmp_path / name, extra_env=extra_env)
         started.append(gw)
         return gw
 
