@@ -13,6 +13,7 @@
 mod chain;
 mod error;
 mod identity;
+pub mod ldap;
 mod mapping;
 mod open;
 mod password_file;
@@ -21,6 +22,7 @@ mod token;
 pub use chain::{AuthFailure, Authenticator, AuthenticatorChain};
 pub use error::AuthError;
 pub use identity::{Credentials, Identity};
+pub use ldap::{LdapAuthenticator, LdapConfig};
 pub use mapping::{CaseFold, UserMapping, UserMappingRule};
 pub use open::OpenAuthenticator;
 pub use password_file::{PasswordFileAuthenticator, hash_password};
