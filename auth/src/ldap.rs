@@ -269,7 +269,8 @@ impl LdapAuthenticator {
         if let (Some(base), Some(filter)) = (&self.config.group_base_dn, &self.config.group_search_filter) {
             let filter = conn::filter(filter, user, &entry.dn);
             let attr = &self.config.group_name_attribute;
-            let found = self.search_as(conn, base, Scope::Subtree, &filter, std::slice::from_ref(attr), MAX_GROUPS).await?;
+            let found =
+                self.search_as(conn, base, Scope::Subtree, &filter, std::slice::from_ref(attr), MAX_GROUPS).await?;
             for group in found {
                 attribute(&group.attrs, attr).iter().cloned().for_each(&mut add);
             }
@@ -420,6 +421,20 @@ mod tests {
         let auth = LdapAuthenticator::new(config).expect("new");
         let err = auth.authenticate(&basic("alice", "pw")).await.expect_err("down");
         assert!(matches!(&err, AuthError::Unavailable(m) if m.contains(&url)), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn silent_server_times_out_as_unavailable() {
+        // Accepts the TCP connection and never answers.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let config = LdapConfig { url: format!("ldap://127.0.0.1:{port}"), read_timeout_secs: 1, ..unreachable() };
+        let auth = LdapAuthenticator::new(config).expect("new");
+        let started = std::time::Instant::now();
+        let err = auth.authenticate(&basic("alice", "pw")).await.expect_err("timeout");
+        assert!(matches!(&err, AuthError::Unavailable(m) if m.contains("timeout")), "{err:?}");
+        assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+        drop(listener);
     }
 
     #[test]

@@ -72,7 +72,8 @@ pub struct LdapConfig {
     /// Where groups are searched. Set together with `group_search_filter`.
     pub group_base_dn: Option<String>,
     /// The filter that finds the user's groups, with `${USER_DN}` and/or `${USER}`, e.g.
-    /// `(&(objectClass=groupOfNames)(member=${USER_DN}))`.
+    /// `(&(objectClass=groupOfNames)(member=${USER_DN}))`. Searched as the service account
+    /// in search-then-bind mode, as the user (who needs read access) in direct-bind mode.
     pub group_search_filter: Option<String>,
     /// The attribute of a group entry holding its name. Default `cn`.
     pub group_name_attribute: String,
@@ -199,7 +200,9 @@ impl LdapConfig {
             }
             match (&self.bind_password, &self.bind_password_file) {
                 (None, None) => problem("bind_password", "required with bind_dn (or bind_password_file)".into()),
-                (Some(_), Some(_)) => problem("bind_password", "set bind_password or bind_password_file, not both".into()),
+                (Some(_), Some(_)) => {
+                    problem("bind_password", "set bind_password or bind_password_file, not both".into())
+                }
                 (Some(p), None) if p.expose().is_empty() => problem("bind_password", "is empty".into()),
                 (None, Some(path)) if !path.is_file() => {
                     problem("bind_password_file", format!("{} is not a readable file", path.display()))
@@ -352,7 +355,8 @@ mod tests {
             ..direct("ldaps://h")
         };
         assert_eq!(keys(&both), vec!["user_bind_pattern"]);
-        let no_user = LdapConfig { user_bind_pattern: Some("uid=alice,dc=x:uid=${USER},dc=y".into()), ..direct("ldaps://h") };
+        let no_user =
+            LdapConfig { user_bind_pattern: Some("uid=alice,dc=x:uid=${USER},dc=y".into()), ..direct("ldaps://h") };
         assert_eq!(keys(&no_user), vec!["user_bind_pattern"]);
         assert_eq!(no_user.bind_patterns(), vec!["uid=alice,dc=x", "uid=${USER},dc=y"]);
     }

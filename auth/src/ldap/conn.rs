@@ -129,7 +129,9 @@ pub(super) fn bind_dn(template: &str, user: &str) -> String {
 /// `filter` with `${USER}` and `${USER_DN}` replaced by values escaped per RFC 4515, so a login
 /// name like `*` or `admin)(uid=*` matches only itself.
 pub(super) fn filter(filter: &str, user: &str, user_dn: &str) -> String {
-    filter.replace(USER_DN_PLACEHOLDER, &ldap3::ldap_escape(user_dn)).replace(USER_PLACEHOLDER, &ldap3::ldap_escape(user))
+    filter
+        .replace(USER_DN_PLACEHOLDER, &ldap3::ldap_escape(user_dn))
+        .replace(USER_PLACEHOLDER, &ldap3::ldap_escape(user))
 }
 
 /// The value of the first RDN of `dn` (`cn=analysts,ou=groups,...` -> `analysts`), with DN
