@@ -15,6 +15,7 @@ mod chain;
 mod error;
 mod identity;
 mod kerberos;
+pub mod ldap;
 mod mapping;
 mod open;
 mod password_file;
@@ -27,6 +28,7 @@ pub use identity::{Credentials, Identity};
 #[cfg(feature = "kerberos")]
 pub use kerberos::KerberosAuthenticator;
 pub use kerberos::KerberosConfig;
+pub use ldap::{LdapAuthenticator, LdapConfig};
 pub use mapping::{CaseFold, UserMapping, UserMappingRule};
 pub use open::OpenAuthenticator;
 pub use password_file::{PasswordFileAuthenticator, hash_password};
