@@ -101,6 +101,9 @@ fn authenticator_chain(config: &QuiverConfig) -> anyhow::Result<AuthenticatorCha
                 Arc::new(PasswordFileAuthenticator::load(path).map_err(|e| anyhow::anyhow!("auth.password_file: {e}"))?)
             }
             AuthMethod::Certificate => Arc::new(CertificateAuthenticator::new(auth.certificate.clone())),
+            AuthMethod::Ldap => Arc::new(
+                quiver_auth::LdapAuthenticator::new(auth.ldap.clone()).map_err(|e| anyhow::anyhow!("auth.ldap: {e}"))?,
+            ),
             #[cfg(feature = "kerberos")]
             AuthMethod::Kerberos => Arc::new(
                 quiver_auth::KerberosAuthenticator::new(&auth.kerberos)

@@ -9,7 +9,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use quiver_auth::{CertificateConfig, KerberosConfig, UserMappingRule};
+use quiver_auth::{CertificateConfig, KerberosConfig, LdapConfig, UserMappingRule};
 use quiver_engine::config::ConfigProblem;
 use serde::{Deserialize, Serialize};
 
@@ -26,6 +26,8 @@ pub enum AuthMethod {
     /// The verified TLS client certificate (`[auth.certificate]`, needs
     /// `server.tls.client_ca_file`).
     Certificate,
+    /// LDAP bind with Basic credentials (`[auth.ldap]`).
+    Ldap,
     /// Kerberos SPNEGO `Negotiate` tokens (`[auth.kerberos]`; needs the `kerberos` build
     /// feature).
     Kerberos,
@@ -39,6 +41,7 @@ impl AuthMethod {
             AuthMethod::PasswordFile => "password-file",
             AuthMethod::Certificate => "certificate",
             AuthMethod::Kerberos => "kerberos",
+            AuthMethod::Ldap => "ldap",
         }
     }
 }
@@ -59,6 +62,8 @@ pub struct AuthConfig {
     pub certificate: CertificateConfig,
     /// `[auth.kerberos]`
     pub kerberos: KerberosConfig,
+    /// `[auth.ldap]`
+    pub ldap: LdapConfig,
     /// `[[auth.user_mapping]]`: principal -> user name rules, first match wins; when any are
     /// configured, a principal no rule matches is refused.
     pub user_mapping: Vec<UserMappingRule>,
@@ -72,6 +77,7 @@ impl Default for AuthConfig {
             token_ttl_secs: 3600,
             certificate: CertificateConfig::default(),
             kerberos: KerberosConfig::default(),
+            ldap: LdapConfig::default(),
             user_mapping: Vec::new(),
         }
     }
@@ -115,6 +121,11 @@ impl AuthConfig {
                         }
                     }
                 },
+                AuthMethod::Ldap => {
+                    for (key, reason) in self.ldap.validate() {
+                        push(&format!("auth.ldap.{key}"), reason);
+                    }
+                }
                 AuthMethod::Kerberos => {
                     if !cfg!(feature = "kerberos") {
                         push(
