@@ -76,7 +76,8 @@ pub struct JwtConfig {
     pub groups_field: Option<String>,
     /// Longest token accepted; longer ones are refused before any decoding.
     pub max_token_bytes: usize,
-    /// Least time between two JWKS fetches triggered by unknown key ids, in seconds.
+    /// Least time between two JWKS fetches triggered by tokens naming unknown key ids, in
+    /// seconds. Concurrent misses share one fetch.
     pub jwks_refresh_cooldown_secs: u64,
     /// How long fetched keys are used before they are fetched again, in seconds.
     pub jwks_cache_ttl_secs: u64,
@@ -331,7 +332,8 @@ mod tests {
     fn hmac_algorithms_only_with_a_secret_file() {
         let c = JwtConfig { algorithms: vec!["HS256".into()], ..base() };
         assert_eq!(keys(c.validate()), vec!["algorithms"]);
-        let file = JwtConfig { jwks_url: None, key_file: Some("secret".into()), algorithms: vec!["HS256".into()], ..base() };
+        let file =
+            JwtConfig { jwks_url: None, key_file: Some("secret".into()), algorithms: vec!["HS256".into()], ..base() };
         assert_eq!(file.validate(), vec![]);
         let pem = JwtConfig { key_type: Some(KeyType::PublicKey), ..file };
         assert_eq!(keys(pem.validate()), vec!["algorithms"]);
@@ -349,7 +351,13 @@ mod tests {
         };
         assert_eq!(
             keys(c.validate()),
-            vec!["leeway_secs", "principal_field", "max_token_bytes", "jwks_refresh_cooldown_secs", "http_timeout_secs"]
+            vec![
+                "leeway_secs",
+                "principal_field",
+                "max_token_bytes",
+                "jwks_refresh_cooldown_secs",
+                "http_timeout_secs"
+            ]
         );
         let c = JwtConfig { jwks_cache_ttl_secs: 10, ..base() };
         assert_eq!(keys(c.validate()), vec!["jwks_cache_ttl_secs"]);

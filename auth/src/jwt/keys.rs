@@ -1,6 +1,7 @@
 //! Verification keys: one key from a file, or a JWKS fetched over HTTPS (directly or through
 //! OpenID Connect discovery), decoded once into `DecodingKey`s and cached. An unknown `kid`
-//! triggers at most one fetch per cooldown, shared by every request that is waiting for it.
+//! triggers at most one fetch per cooldown (counted from the last such fetch), shared by every
+//! request that is waiting for it; the cached set is fetched again after its TTL.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -104,17 +105,9 @@ pub(crate) fn load_key_file(path: &Path, key_type: Option<KeyType>) -> Result<Ve
 
 fn hmac_key(secret: &[u8]) -> Result<VerificationKey, String> {
     if secret.len() < MIN_HMAC_SECRET_BYTES {
-        return Err(format!(
-            "the HMAC secret has {} bytes; at least {MIN_HMAC_SECRET_BYTES} are needed",
-            secret.len()
-        ));
+        return Err(format!("the HMAC secret has {} bytes; at least {MIN_HMAC_SECRET_BYTES} are needed", secret.len()));
     }
-    Ok(VerificationKey {
-        kid: None,
-        alg: None,
-        family: AlgorithmFamily::Hmac,
-        key: DecodingKey::from_secret(secret),
-    })
+    Ok(VerificationKey { kid: None, alg: None, family: AlgorithmFamily::Hmac, key: DecodingKey::from_secret(secret) })
 }
 
 /// The label of the first `-----BEGIN <label>-----` line, if the text holds one.
@@ -216,6 +209,9 @@ enum Location {
 struct FetchState {
     /// When the last fetch (successful or not) started.
     last_attempt: Option<Instant>,
+    /// When the last fetch caused by an unknown key id started: the cooldown runs from here,
+    /// so keys rotated right after start-up or a periodic refresh are still picked up.
+    last_miss_attempt: Option<Instant>,
     /// Number of fetches started so far; waiters compare it to see whether one happened
     /// while they queued.
     attempts: u64,
@@ -324,26 +320,21 @@ impl RemoteKeys {
         let current = self.cached();
         if state.attempts != seen {
             // Someone fetched while we waited: use that result.
-            return match (current, &state.last_error) {
-                (Some(keys), _) => Ok(keys),
-                (None, Some(e)) => Err(e.clone()),
-                (None, None) => Err(AuthError::Unavailable(format!("no keys from {}", self.describe()))),
-            };
+            return self.outcome(current, &state, need);
         }
         let since_last = state.last_attempt.map(|t| t.elapsed());
         let allowed = match (&current, need) {
             (None, _) => since_last.is_none_or(|d| d >= self.cooldown.min(FAILED_FETCH_BACKOFF)),
-            (Some(_), Need::Missing) => since_last.is_none_or(|d| d >= self.cooldown),
+            (Some(_), Need::Missing) => state.last_miss_attempt.is_none_or(|t| t.elapsed() >= self.cooldown),
             (Some(_), Need::Any) => self.stale() && since_last.is_none_or(|d| d >= self.cooldown),
         };
         if !allowed {
-            return match (current, &state.last_error) {
-                (Some(keys), _) => Ok(keys),
-                (None, Some(e)) => Err(e.clone()),
-                (None, None) => Err(AuthError::Unavailable(format!("no keys from {}", self.describe()))),
-            };
+            return self.outcome(current, &state, need);
         }
         state.last_attempt = Some(Instant::now());
+        if need == Need::Missing {
+            state.last_miss_attempt = state.last_attempt;
+        }
         state.attempts += 1;
         self.attempts.store(state.attempts, Ordering::Release);
         match self.fetch_keys().await {
@@ -356,10 +347,21 @@ impl RemoteKeys {
             }
             Err(e) => {
                 tracing::warn!(error = %e, "JWT verification keys not fetched");
-                state.last_error = Some(e.clone());
-                // Old keys stay in use when a periodic refresh fails.
-                current.ok_or(e)
+                state.last_error = Some(e);
+                self.outcome(current, &state, need)
             }
+        }
+    }
+
+    /// The keys to use without fetching: the current ones, or the last fetch's error when
+    /// there are none or a key is missing (a needed key could not be looked up). Old keys stay
+    /// in use when a periodic refresh fails.
+    fn outcome(&self, current: Option<Arc<KeySet>>, state: &FetchState, need: Need) -> Result<Arc<KeySet>, AuthError> {
+        match (current, &state.last_error) {
+            (Some(keys), None) => Ok(keys),
+            (Some(keys), Some(_)) if need == Need::Any => Ok(keys),
+            (_, Some(e)) => Err(e.clone()),
+            (None, None) => Err(AuthError::Unavailable(format!("no keys from {}", self.describe()))),
         }
     }
 
@@ -472,20 +474,20 @@ mod tests {
 
         let short = dir.path().join("short");
         std::fs::write(&short, "c2VjcmV0").expect("write");
-        let err = load_key_file(&short, None).unwrap_err();
+        let err = load_key_file(&short, None).expect_err("refused");
         assert!(err.contains("short") && err.contains("at least 32"), "{err}");
 
         let pem = dir.path().join("key.pem");
         let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("keygen");
         std::fs::write(&pem, kp.public_key_pem()).expect("write");
         assert_eq!(load_key_file(&pem, None).expect("pem").family, AlgorithmFamily::Ec);
-        let err = load_key_file(&pem, Some(KeyType::HmacRaw)).unwrap_err();
+        let err = load_key_file(&pem, Some(KeyType::HmacRaw)).expect_err("refused");
         assert!(err.contains("never used as an HMAC secret"), "{err}");
 
         let private = dir.path().join("private.pem");
         std::fs::write(&private, kp.serialize_pem()).expect("write");
-        assert!(load_key_file(&private, None).unwrap_err().contains("private key"));
+        assert!(load_key_file(&private, None).expect_err("refused").contains("private key"));
         let missing = dir.path().join("missing.pem");
-        assert!(load_key_file(&missing, None).unwrap_err().contains("missing.pem"));
+        assert!(load_key_file(&missing, None).expect_err("refused").contains("missing.pem"));
     }
 }

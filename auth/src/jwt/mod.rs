@@ -37,7 +37,7 @@ enum KeySource {
     /// `key_file`: one key, read at construction.
     Static(Arc<KeySet>),
     /// `jwks_url` / `issuer_url`: fetched on first use, cached, refreshed.
-    Remote(RemoteKeys),
+    Remote(Box<RemoteKeys>),
 }
 
 /// Authenticates `Credentials::Bearer` JWTs.
@@ -82,7 +82,7 @@ impl JwtAuthenticator {
         }
         let algorithms = config.parsed_algorithms();
         let keys = match (&config.key_file, RemoteKeys::new(config)?) {
-            (_, Some(remote)) => KeySource::Remote(remote),
+            (_, Some(remote)) => KeySource::Remote(Box::new(remote)),
             (Some(path), None) => {
                 let key = keys::load_key_file(path, config.key_type)?;
                 check_static_key(&key, &algorithms).map_err(|e| format!("key_file {}: {e}", path.display()))?;
@@ -90,8 +90,7 @@ impl JwtAuthenticator {
             }
             (None, None) => return Err("no key source".into()),
         };
-        let audience: Vec<&String> =
-            config.required_audience.iter().flatten().filter(|a| !a.is_empty()).collect();
+        let audience: Vec<&String> = config.required_audience.iter().flatten().filter(|a| !a.is_empty()).collect();
         let validations = algorithms
             .iter()
             .map(|alg| {
@@ -289,10 +288,8 @@ impl Authenticator for JwtAuthenticator {
                 key.alg
             )));
         }
-        let validation = self
-            .validations
-            .get(&alg)
-            .ok_or_else(|| AuthError::Denied(format!("algorithm {alg:?} is not allowed")))?;
+        let validation =
+            self.validations.get(&alg).ok_or_else(|| AuthError::Denied(format!("algorithm {alg:?} is not allowed")))?;
         let data = jsonwebtoken::decode::<Map<String, Value>>(token.as_bytes(), &key.key, validation)
             .map_err(|e| denied_by(&e))?;
         self.identity(&data.claims).map(Some)

@@ -115,7 +115,8 @@ async fn alg_none_is_refused() {
     }
     // And the config cannot allow it.
     let f = fixture(&rsa_pair().1);
-    let err = JwtAuthenticator::new(&JwtConfig { algorithms: vec!["none".into()], ..config(&f.key_file) }).unwrap_err();
+    let err = JwtAuthenticator::new(&JwtConfig { algorithms: vec!["none".into()], ..config(&f.key_file) })
+        .expect_err("refused");
     assert!(err.contains("never"), "{err}");
 }
 
@@ -132,11 +133,9 @@ async fn hs256_signed_with_the_rsa_public_key_is_refused() {
     let (f, auth) = rsa_auth();
     denied_with(check(&auth, &forged).await, "not allowed");
     // Asking for HS256 next to a public key file is refused at start-up ...
-    let err = JwtAuthenticator::new(&JwtConfig {
-        algorithms: vec!["RS256".into(), "HS256".into()],
-        ..config(&f.key_file)
-    })
-    .unwrap_err();
+    let err =
+        JwtAuthenticator::new(&JwtConfig { algorithms: vec!["RS256".into(), "HS256".into()], ..config(&f.key_file) })
+            .expect_err("refused");
     assert!(err.contains("public key"), "{err}");
     // ... and so is reading the PEM file as an HMAC secret.
     for key_type in [KeyType::HmacRaw, KeyType::HmacBase64] {
@@ -145,7 +144,7 @@ async fn hs256_signed_with_the_rsa_public_key_is_refused() {
             key_type: Some(key_type),
             ..config(&f.key_file)
         })
-        .unwrap_err();
+        .expect_err("refused");
         assert!(err.contains("never used as an HMAC secret"), "{err}");
     }
 }
@@ -288,13 +287,14 @@ async fn hmac_secret_file_works_for_hs256() {
     // An RS256 token is not verified with the secret.
     denied_with(check(&auth, &rs256(&claims(json!({})))).await, "not allowed");
     // The default allow-list has no HMAC algorithm: the secret file alone is refused.
-    let err = JwtAuthenticator::new(&config(&f.key_file)).unwrap_err();
+    let err = JwtAuthenticator::new(&config(&f.key_file)).expect_err("refused");
     assert!(err.contains("has none for it"), "{err}");
 }
 
 #[tokio::test]
 async fn ec_and_ed25519_key_files_work() {
-    for (alg, signing) in [(Algorithm::ES256, &rcgen::PKCS_ECDSA_P256_SHA256), (Algorithm::EdDSA, &rcgen::PKCS_ED25519)] {
+    for (alg, signing) in [(Algorithm::ES256, &rcgen::PKCS_ECDSA_P256_SHA256), (Algorithm::EdDSA, &rcgen::PKCS_ED25519)]
+    {
         let pair = rcgen::KeyPair::generate_for(signing).expect("keygen");
         let f = fixture(&pair.public_key_pem());
         let auth = JwtAuthenticator::new(&config(&f.key_file)).expect("authenticator");
