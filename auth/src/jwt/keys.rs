@@ -104,10 +104,29 @@ pub(crate) fn load_key_file(path: &Path, key_type: Option<KeyType>) -> Result<Ve
 }
 
 fn hmac_key(secret: &[u8]) -> Result<VerificationKey, String> {
+    if looks_like_der(secret) {
+        // The base64 body of a PEM public key without its BEGIN/END lines: as public as the
+        // key itself, so never a secret.
+        return Err(
+            "holds a DER-encoded structure (a key or certificate?), which is never used as an HMAC secret".into()
+        );
+    }
     if secret.len() < MIN_HMAC_SECRET_BYTES {
         return Err(format!("the HMAC secret has {} bytes; at least {MIN_HMAC_SECRET_BYTES} are needed", secret.len()));
     }
     Ok(VerificationKey { kid: None, alg: None, family: AlgorithmFamily::Hmac, key: DecodingKey::from_secret(secret) })
+}
+
+/// Whether `bytes` is exactly one DER `SEQUENCE` (how public keys and certificates are
+/// encoded). A random secret matches with negligible probability.
+fn looks_like_der(bytes: &[u8]) -> bool {
+    let total = match bytes {
+        [0x30, len, ..] if *len < 0x80 => 2 + usize::from(*len),
+        [0x30, 0x81, len, ..] => 3 + usize::from(*len),
+        [0x30, 0x82, hi, lo, ..] => 4 + (usize::from(*hi) << 8 | usize::from(*lo)),
+        _ => return false,
+    };
+    total == bytes.len()
 }
 
 /// The label of the first `-----BEGIN <label>-----` line, if the text holds one.
@@ -483,6 +502,13 @@ mod tests {
         assert_eq!(load_key_file(&pem, None).expect("pem").family, AlgorithmFamily::Ec);
         let err = load_key_file(&pem, Some(KeyType::HmacRaw)).expect_err("refused");
         assert!(err.contains("never used as an HMAC secret"), "{err}");
+
+        // The base64 body of the PEM without its armour is not a secret either.
+        let body = dir.path().join("body");
+        let armourless: String = kp.public_key_pem().lines().filter(|l| !l.starts_with("-----")).collect();
+        std::fs::write(&body, armourless).expect("write");
+        let err = load_key_file(&body, None).expect_err("refused");
+        assert!(err.contains("DER-encoded"), "{err}");
 
         let private = dir.path().join("private.pem");
         std::fs::write(&private, kp.serialize_pem()).expect("write");

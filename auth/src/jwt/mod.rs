@@ -7,6 +7,16 @@
 //! `alg: none` nor an HS256 token "signed" with an RSA public key gets through. `exp` is
 //! required, `nbf` honoured, both with a bounded leeway; `iss` and `aud` are required unless
 //! the config says explicitly that any will do.
+//!
+//! ```toml
+//! [auth.jwt]
+//! issuer_url = "https://idp.example.com/realms/data"   # or jwks_url = ..., or key_file = ...
+//! required_audience = "quiver"
+//! principal_field = ["preferred_username", "sub"]
+//! groups_field = "groups"
+//! ```
+//!
+//! Keys named inside a token (`jku`, `x5u`, `jwk` headers) are never fetched or used.
 
 mod config;
 mod keys;
