@@ -1,7 +1,7 @@
 //! Authentication for Quiver: who is calling.
 //!
 //! Authenticators turn the credentials a caller presents (Basic user/password, a bearer
-//! token, nothing at all) into an [`Identity`]. The gateway runs them as a chain in config
+//! token — the gateway's own or an IdP's JWT —, nothing at all) into an [`Identity`]. The gateway runs them as a chain in config
 //! order, inside a tower layer, so every handler sees the caller's identity in the request
 //! extensions. After any successful login the gateway hands out a [`SessionTokens`]-signed
 //! bearer token, so later calls (on any replica sharing the key) skip the slow path.
@@ -14,6 +14,7 @@ mod certificate;
 mod chain;
 mod error;
 mod identity;
+mod jwt;
 mod kerberos;
 pub mod ldap;
 mod mapping;
@@ -25,6 +26,7 @@ pub use certificate::{CertificateAuthenticator, CertificateConfig, CertificateUs
 pub use chain::{AuthFailure, Authenticator, AuthenticatorChain};
 pub use error::AuthError;
 pub use identity::{Credentials, Identity};
+pub use jwt::{DEFAULT_ALGORITHMS, JwtAuthenticator, JwtConfig, KeyType, MAX_LEEWAY_SECS};
 #[cfg(feature = "kerberos")]
 pub use kerberos::KerberosAuthenticator;
 pub use kerberos::KerberosConfig;

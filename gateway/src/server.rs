@@ -102,8 +102,12 @@ fn authenticator_chain(config: &QuiverConfig) -> anyhow::Result<AuthenticatorCha
             }
             AuthMethod::Certificate => Arc::new(CertificateAuthenticator::new(auth.certificate.clone())),
             AuthMethod::Ldap => Arc::new(
-                quiver_auth::LdapAuthenticator::new(auth.ldap.clone()).map_err(|e| anyhow::anyhow!("auth.ldap: {e}"))?,
+                quiver_auth::LdapAuthenticator::new(auth.ldap.clone())
+                    .map_err(|e| anyhow::anyhow!("auth.ldap: {e}"))?,
             ),
+            AuthMethod::Jwt => {
+                Arc::new(quiver_auth::JwtAuthenticator::new(&auth.jwt).map_err(|e| anyhow::anyhow!("auth.jwt: {e}"))?)
+            }
             #[cfg(feature = "kerberos")]
             AuthMethod::Kerberos => Arc::new(
                 quiver_auth::KerberosAuthenticator::new(&auth.kerberos)

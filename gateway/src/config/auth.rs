@@ -9,7 +9,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use quiver_auth::{CertificateConfig, KerberosConfig, LdapConfig, UserMappingRule};
+use quiver_auth::{CertificateConfig, JwtConfig, KerberosConfig, LdapConfig, UserMappingRule};
 use quiver_engine::config::ConfigProblem;
 use serde::{Deserialize, Serialize};
 
@@ -28,6 +28,8 @@ pub enum AuthMethod {
     Certificate,
     /// LDAP bind with Basic credentials (`[auth.ldap]`).
     Ldap,
+    /// OAuth2 / OIDC bearer JWTs (`[auth.jwt]`).
+    Jwt,
     /// Kerberos SPNEGO `Negotiate` tokens (`[auth.kerberos]`; needs the `kerberos` build
     /// feature).
     Kerberos,
@@ -42,6 +44,7 @@ impl AuthMethod {
             AuthMethod::Certificate => "certificate",
             AuthMethod::Kerberos => "kerberos",
             AuthMethod::Ldap => "ldap",
+            AuthMethod::Jwt => "jwt",
         }
     }
 }
@@ -64,6 +67,8 @@ pub struct AuthConfig {
     pub kerberos: KerberosConfig,
     /// `[auth.ldap]`
     pub ldap: LdapConfig,
+    /// `[auth.jwt]`
+    pub jwt: JwtConfig,
     /// `[[auth.user_mapping]]`: principal -> user name rules, first match wins; when any are
     /// configured, a principal no rule matches is refused.
     pub user_mapping: Vec<UserMappingRule>,
@@ -78,6 +83,7 @@ impl Default for AuthConfig {
             certificate: CertificateConfig::default(),
             kerberos: KerberosConfig::default(),
             ldap: LdapConfig::default(),
+            jwt: JwtConfig::default(),
             user_mapping: Vec::new(),
         }
     }
@@ -124,6 +130,11 @@ impl AuthConfig {
                 AuthMethod::Ldap => {
                     for (key, reason) in self.ldap.validate() {
                         push(&format!("auth.ldap.{key}"), reason);
+                    }
+                }
+                AuthMethod::Jwt => {
+                    for (key, reason) in self.jwt.validate() {
+                        push(&format!("auth.jwt.{key}"), reason);
                     }
                 }
                 AuthMethod::Kerberos => {
