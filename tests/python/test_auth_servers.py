@@ -208,3 +208,275 @@ def test_kerberos_on_the_http_api_with_mutual_authentication(kdc, kerberos_gatew
     assert status == 200 and json.loads(body) == {"user": "alice", "groups": [], "method": "kerberos"}, body
     status, headers, _ = http_get(kerberos_gateway, "/v1/whoami", {})
     assert status == 401 and "negotiate" in headers.get("www-authenticate", "").lower(), headers
+
+
+# --------------------------------------------------------------------------------------
+# LDAP (slapd over ldaps, CA generated at test time) and JWT (a JWKS endpoint served here),
+# one gateway with the chain ["ldap", "jwt"].
+
+
+@pytest.fixture(scope="module")
+def slapd(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("slapd")
+    out = subprocess.run(
+        ["bash", str(SERVERS / "slapd.sh"), "start", str(workdir)], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, f"slapd.sh start failed:\n{out.stdout}\n{out.stderr}"
+    env = read_env(workdir / "env")
+    env["DIR"] = str(workdir)
+    yield env
+    subprocess.run(["bash", str(SERVERS / "slapd.sh"), "stop", str(workdir)], timeout=60)
+
+
+class Idp:
+    """A JWKS endpoint on 127.0.0.1:0 with RSA keys generated here; counts its requests."""
+
+    ISSUER = "https://idp.quiver.test"
+    AUDIENCE = "quiver"
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        from cryptography.hazmat.primitives.asymmetric import rsa
+
+        self.keys = {"k1": rsa.generate_private_key(public_exponent=65537, key_size=2048)}
+        self.hits = 0
+        idp = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 - the http.server API
+                idp.hits += 1
+                body = json.dumps(idp.jwks()).encode()
+                self.send_response(200 if self.path == "/jwks.json" else 404)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer((LOOPBACK, 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://{LOOPBACK}:{self.server.server_address[1]}/jwks.json"
+
+    def jwks(self) -> dict:
+        import jwt
+
+        out = []
+        for kid, key in self.keys.items():
+            jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key()))
+            jwk.update({"kid": kid, "alg": "RS256", "use": "sig"})
+            out.append(jwk)
+        return {"keys": out}
+
+    def token(self, kid: str = "k1", **overrides) -> str:
+        import time
+
+        import jwt
+
+        claims = {
+            "iss": self.ISSUER,
+            "aud": self.AUDIENCE,
+            "sub": "svc-etl",
+            "preferred_username": "dana",
+            "groups": ["engineers", "etl"],
+            "iat": int(time.time()),
+            "exp": int(time.time()) + 300,
+        }
+        claims.update(overrides)
+        claims = {k: v for k, v in claims.items() if v is not None}
+        return jwt.encode(claims, self.keys[kid], algorithm="RS256", headers={"kid": kid})
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def idp():
+    server = Idp()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def directory_gateway(slapd, idp, tmp_path_factory, quiver_binary):
+    workdir = tmp_path_factory.mktemp("directory-gateway")
+    config = workdir / "quiver.toml"
+    base = slapd["LDAP_BASE_DN"]
+    config.write_text(
+        f"""\
+[server]
+flight_addr = "127.0.0.1:0"
+http_addr = "127.0.0.1:0"
+
+[auth]
+methods = ["ldap", "jwt"]
+
+[auth.ldap]
+url = {_toml_str(slapd["LDAPS_URL"])}
+ca_file = {_toml_str(slapd["LDAP_CA_FILE"])}
+user_bind_pattern = {_toml_str("uid=${USER},ou=people," + base)}
+group_base_dn = {_toml_str("ou=groups," + base)}
+group_search_filter = "(&(objectClass=groupOfNames)(member=${{USER_DN}}))"
+cache_ttl_secs = 60
+
+[auth.jwt]
+jwks_url = {_toml_str(idp.url)}
+allow_insecure_http = true
+required_issuer = {_toml_str(Idp.ISSUER)}
+required_audience = {_toml_str(Idp.AUDIENCE)}
+principal_field = ["preferred_username", "sub"]
+groups_field = "groups"
+
+[session]
+default_catalog = "tpch"
+default_schema = "tiny"
+
+[[pools]]
+name = "default"
+embedded = true
+
+[[engine.catalogs]]
+kind = "tpch"
+name = "tpch"
+scale_factor = 0.01
+"""
+    )
+    gw = start_gateway("directory-gateway", ["serve", "--config", str(config)], workdir)
+    yield gw
+    gw.stop()
+
+
+def test_ldap_adbc_login_with_groups(slapd, directory_gateway):
+    with directory_gateway.adbc("alice", slapd["LDAP_ALICE_PASSWORD"]) as conn:
+        with conn.cursor() as cur:
+            cur.execute("SELECT count(*) FROM nation")
+            assert cur.fetchone() == (25,)
+    basic = "Basic " + base64.b64encode(f"alice:{slapd['LDAP_ALICE_PASSWORD']}".encode()).decode()
+    status, _, body = http_get(directory_gateway, "/v1/whoami", {"Authorization": basic})
+    assert status == 200, body
+    who = json.loads(body)
+    assert who["user"] == "alice" and who["method"] == "ldap" and sorted(who["groups"]) == ["analysts", "privacy"]
+
+
+def test_ldap_user_with_special_characters_logs_in_through_adbc(slapd, directory_gateway):
+    with directory_gateway.adbc(slapd["LDAP_OBRIEN_USER"], slapd["LDAP_OBRIEN_PASSWORD"]) as conn:
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1")
+            assert cur.fetchone() == (1,)
+
+
+@pytest.mark.parametrize(
+    "user,password",
+    [("alice", "wrong"), ("nobody", "whatever"), ("alice", ""), ("*", "alice-secret"), ("alice)(uid=*", "x")],
+)
+def test_ldap_bad_logins_are_unauthenticated_with_one_message(slapd, directory_gateway, user, password):
+    client = flight.FlightClient(directory_gateway.flight_location)
+    try:
+        with pytest.raises(flight.FlightUnauthenticatedError) as err:
+            client.authenticate_basic_token(user, password)
+    finally:
+        client.close()
+    # The same answer whatever was wrong: no user enumeration, no hint about the directory.
+    assert "invalid credentials" in str(err.value), str(err.value)
+
+
+def test_jwt_bearer_with_adbc_and_the_identity_it_names(idp, directory_gateway):
+    token = idp.token()
+    with directory_gateway.adbc(**{"adbc.flight.sql.authorization_header": f"Bearer {token}"}) as conn:
+        with conn.cursor() as cur:
+            cur.execute("SELECT count(*) FROM region")
+            assert cur.fetchone() == (5,)
+    bearer, _ = handshake_with(directory_gateway, f"Bearer {token}")
+    claims = claims_of(bearer)
+    assert claims["u"] == "dana" and claims["m"] == "jwt" and claims["g"] == ["engineers", "etl"], claims
+
+
+@pytest.mark.parametrize(
+    "overrides,why",
+    [
+        ({"aud": "someone-else"}, "wrong audience"),
+        ({"iss": "https://evil.example"}, "wrong issuer"),
+        ({"exp": 1_000_000}, "expired"),
+    ],
+)
+def test_jwt_bad_tokens_are_unauthenticated(idp, directory_gateway, overrides, why):
+    with pytest.raises(flight.FlightUnauthenticatedError):
+        handshake_with(directory_gateway, f"Bearer {idp.token(**overrides)}")
+
+
+def test_jwt_key_rotation_is_picked_up_by_one_jwks_refresh(idp, directory_gateway):
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    handshake_with(directory_gateway, f"Bearer {idp.token()}")  # keys cached
+    before = idp.hits
+    idp.keys["k2"] = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    bearer, _ = handshake_with(directory_gateway, f"Bearer {idp.token(kid='k2')}")
+    assert claims_of(bearer)["u"] == "dana"
+    assert idp.hits == before + 1, (before, idp.hits)
+    # A token signed by a key the IdP never published: refused, and no second fetch within
+    # the cooldown.
+    rogue = Idp()
+    try:
+        with pytest.raises(flight.FlightUnauthenticatedError):
+            handshake_with(directory_gateway, f"Bearer {rogue.token(kid='k3')}")
+        with pytest.raises(flight.FlightUnauthenticatedError):
+            handshake_with(directory_gateway, f"Bearer {rogue.token(kid='k3')}")
+    finally:
+        rogue.close()
+    assert idp.hits <= before + 2, (before, idp.hits)
+
+
+def test_ldap_down_is_unavailable_and_cached_logins_survive(tmp_path, quiver_binary):
+    out = subprocess.run(
+        ["bash", str(SERVERS / "slapd.sh"), "start", str(tmp_path / "slapd")], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    env = read_env(tmp_path / "slapd" / "env")
+    config = tmp_path / "quiver.toml"
+    config.write_text(
+        f"""\
+[server]
+flight_addr = "127.0.0.1:0"
+http_addr = "127.0.0.1:0"
+[auth]
+methods = ["ldap"]
+[auth.ldap]
+url = {_toml_str(env["LDAPS_URL"])}
+ca_file = {_toml_str(env["LDAP_CA_FILE"])}
+user_bind_pattern = {_toml_str("uid=${USER},ou=people," + env["LDAP_BASE_DN"])}
+connect_timeout_secs = 2
+read_timeout_secs = 2
+[[pools]]
+name = "default"
+embedded = true
+[[engine.catalogs]]
+kind = "memory"
+name = "memory"
+"""
+    )
+    gw = start_gateway("ldap-down-gateway", ["serve", "--config", str(config)], tmp_path / "gw")
+    try:
+        def login(user, password):
+            client = flight.FlightClient(gw.flight_location)
+            try:
+                return client.authenticate_basic_token(user, password)
+            finally:
+                client.close()
+
+        assert login("alice", env["LDAP_ALICE_PASSWORD"])[1].startswith(b"Bearer ")
+        subprocess.run(["bash", str(SERVERS / "slapd.sh"), "stop", str(tmp_path / "slapd")], timeout=60)
+        # Within cache_ttl_secs the same user and password log in without the directory...
+        assert login("alice", env["LDAP_ALICE_PASSWORD"])[1].startswith(b"Bearer ")
+        # ...a wrong password is never served from the cache, and anyone else needs the server.
+        with pytest.raises(flight.FlightUnavailableError) as err:
+            login("bob", env["LDAP_BOB_PASSWORD"])
+        assert "LDAP server" in str(err.value), str(err.value)
+        with pytest.raises((flight.FlightUnavailableError, flight.FlightUnauthenticatedError)):
+            login("alice", "wrong")
+        assert gw.is_running()
+    finally:
+        gw.stop()
+        subprocess.run(["bash", str(SERVERS / "slapd.sh"), "stop", str(tmp_path / "slapd")], timeout=60)
