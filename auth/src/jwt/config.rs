@@ -83,6 +83,11 @@ pub struct JwtConfig {
     pub jwks_cache_ttl_secs: u64,
     /// Timeout of one JWKS or discovery request, in seconds.
     pub http_timeout_secs: u64,
+    /// How long a verified token is remembered (by its SHA-256), so a client that sends the
+    /// same token on every call pays for one signature check; never past the token's `exp`.
+    /// A key removed from the JWKS stops being honoured for tokens already seen after at most
+    /// this long. `0` verifies every call.
+    pub verified_cache_secs: u64,
 }
 
 impl Default for JwtConfig {
@@ -106,6 +111,7 @@ impl Default for JwtConfig {
             jwks_refresh_cooldown_secs: 60,
             jwks_cache_ttl_secs: 3600,
             http_timeout_secs: 5,
+            verified_cache_secs: 60,
         }
     }
 }
@@ -216,6 +222,9 @@ impl JwtConfig {
         }
         if self.jwks_cache_ttl_secs < self.jwks_refresh_cooldown_secs {
             problem("jwks_cache_ttl_secs", "must not be shorter than `jwks_refresh_cooldown_secs`".into());
+        }
+        if self.verified_cache_secs > 3600 {
+            problem("verified_cache_secs", "must be at most 3600".into());
         }
         if !(1..=60).contains(&self.http_timeout_secs) {
             problem("http_timeout_secs", "must be between 1 and 60".into());

@@ -31,6 +31,7 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, AlgorithmFamily, Validation};
 use serde::Deserialize;
 use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
 
 pub use config::{DEFAULT_ALGORITHMS, JwtConfig, KeyType, MAX_LEEWAY_SECS};
 use keys::{KeySet, Need, RemoteKeys, VerificationKey};
@@ -60,6 +61,9 @@ pub struct JwtAuthenticator {
     principal_field: Vec<String>,
     groups_field: Option<String>,
     max_token_bytes: usize,
+    /// Tokens already verified, by SHA-256 of the token, with their `exp`: a client that sends
+    /// the same IdP token on every call pays for one signature check, not one per call.
+    verified: Option<moka::sync::Cache<[u8; 32], Arc<(Identity, u64)>>>,
 }
 
 impl std::fmt::Debug for JwtAuthenticator {
@@ -130,6 +134,12 @@ impl JwtAuthenticator {
             principal_field: config.principal_field.clone(),
             groups_field: config.groups_field.clone(),
             max_token_bytes: config.max_token_bytes,
+            verified: (config.verified_cache_secs > 0).then(|| {
+                moka::sync::Cache::builder()
+                    .max_capacity(10_000)
+                    .time_to_live(std::time::Duration::from_secs(config.verified_cache_secs))
+                    .build()
+            }),
         })
     }
 
@@ -220,6 +230,10 @@ fn claim<'a>(claims: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
     parts.try_fold(first, |v, part| v.get(part))
 }
 
+fn now_secs() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
 /// Checks done before any decoding, in one pass over the bytes without allocating: size,
 /// exactly two dots, base64url alphabet. `Ok(false)`: not a JWT (another method's token).
 fn precheck(token: &str, max_bytes: usize) -> Result<bool, AuthError> {
@@ -279,6 +293,13 @@ impl Authenticator for JwtAuthenticator {
         if !precheck(token, self.max_token_bytes)? {
             return Ok(None);
         }
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        if let Some(hit) = self.verified.as_ref().and_then(|cache| cache.get(&digest)) {
+            // Still bounded by the token's own expiry (no leeway on a cached answer).
+            if now_secs() < hit.1 {
+                return Ok(Some(hit.0.clone()));
+            }
+        }
         let Some(header) = decode_header(token) else {
             return Ok(None);
         };
@@ -302,7 +323,11 @@ impl Authenticator for JwtAuthenticator {
             self.validations.get(&alg).ok_or_else(|| AuthError::Denied(format!("algorithm {alg:?} is not allowed")))?;
         let data = jsonwebtoken::decode::<Map<String, Value>>(token.as_bytes(), &key.key, validation)
             .map_err(|e| denied_by(&e))?;
-        self.identity(&data.claims).map(Some)
+        let identity = self.identity(&data.claims)?;
+        if let (Some(cache), Some(exp)) = (&self.verified, data.claims.get("exp").and_then(Value::as_u64)) {
+            cache.insert(digest, Arc::new((identity.clone(), exp)));
+        }
+        Ok(Some(identity))
     }
 }
 

@@ -23,6 +23,7 @@ const REFUSED_BIND_CODES: [u32; 6] = [49, 48, 50, 53, 32, 34];
 pub(super) struct Connector {
     url: String,
     settings: LdapConnSettings,
+    settings_timeout: Duration,
     read_timeout: Duration,
 }
 
@@ -40,7 +41,23 @@ impl Connector {
         if let Some(ca_file) = ca_file {
             settings = settings.set_config(Arc::new(tls_config(ca_file)?));
         }
-        Ok(Connector { url: url.to_string(), settings, read_timeout })
+        Ok(Connector { url: url.to_string(), settings, settings_timeout: connect_timeout, read_timeout })
+    }
+
+    /// A TCP connection to the URL's host and port (389 for `ldap://`, 636 for `ldaps://`),
+    /// with TCP_NODELAY, within the connect timeout.
+    async fn tcp(&self) -> Result<std::net::TcpStream, AuthError> {
+        let url = url::Url::parse(&self.url).map_err(|e| self.unavailable("bad URL", &e))?;
+        let port = url.port().unwrap_or(if url.scheme() == "ldaps" { 636 } else { 389 });
+        let host = url.host_str().filter(|h| !h.is_empty()).unwrap_or("localhost");
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let timeout = self.settings_timeout;
+        let stream = tokio::time::timeout(timeout, tokio::net::TcpStream::connect((host, port)))
+            .await
+            .map_err(|_| self.unavailable("cannot connect", &format!("timed out after {timeout:?}")))?
+            .map_err(|e| self.unavailable("cannot connect", &e))?;
+        let _ = stream.set_nodelay(true);
+        stream.into_std().map_err(|e| self.unavailable("cannot connect", &e))
     }
 
     /// The server's URL, for messages.
@@ -51,7 +68,11 @@ impl Connector {
     /// A new connection, driven on the runtime; operations on it time out after the read
     /// timeout.
     pub(super) async fn connect(&self) -> Result<Ldap, AuthError> {
-        let (conn, ldap) = LdapConnAsync::with_settings(self.settings.clone(), &self.url)
+        // The TCP connection is opened here so TCP_NODELAY can be set: without it each small
+        // LDAP request after the TLS handshake waits for a delayed ACK (~40 ms per login).
+        let stream = self.tcp().await?;
+        let settings = self.settings.clone().set_std_stream(ldap3::StdStream::Tcp(stream));
+        let (conn, ldap) = LdapConnAsync::with_settings(settings, &self.url)
             .await
             .map_err(|e| self.unavailable("cannot connect", &e))?;
         let url = self.url.clone();
