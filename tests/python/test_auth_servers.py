@@ -481,3 +481,148 @@ name = "memory"
     finally:
         gw.stop()
         subprocess.run(["bash", str(SERVERS / "slapd.sh"), "stop", str(tmp_path / "slapd")], timeout=60)
+
+
+# --------------------------------------------------------------------------------------
+# mTLS: certificates generated here with `cryptography`; the real ADBC driver presents one.
+
+
+def _pki(workdir: pathlib.Path) -> dict:
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+
+    def pem_key(key) -> bytes:
+        return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+
+    def issue(cn, issuer_name, issuer_key, *, ca=False, sans=(), usage=None, key=None):
+        key = key or ec.generate_private_key(ec.SECP256R1())
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
+            .issuer_name(issuer_name or x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        )
+        if sans:
+            builder = builder.add_extension(x509.SubjectAlternativeName(list(sans)), critical=False)
+        if usage:
+            builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        cert = builder.sign(issuer_key or key, hashes.SHA256())
+        return cert, key
+
+    import ipaddress
+
+    ca_cert, ca_key = issue("quiver test CA", None, None, ca=True)
+    server_cert, server_key = issue(
+        "quiver", ca_cert.subject, ca_key, sans=[x509.IPAddress(ipaddress.ip_address("127.0.0.1"))],
+        usage=ExtendedKeyUsageOID.SERVER_AUTH,
+    )
+    client_cert, client_key = issue(
+        "carol", ca_cert.subject, ca_key, sans=[x509.RFC822Name("carol@corp.example")],
+        usage=ExtendedKeyUsageOID.CLIENT_AUTH,
+    )
+    rogue_ca, rogue_key = issue("rogue CA", None, None, ca=True)
+    rogue_cert, rogue_client_key = issue("carol", rogue_ca.subject, rogue_key, usage=ExtendedKeyUsageOID.CLIENT_AUTH)
+    pem = lambda c: c.public_bytes(serialization.Encoding.PEM)  # noqa: E731
+    files = {
+        "ca": pem(ca_cert), "server_cert": pem(server_cert), "server_key": pem_key(server_key),
+        "client_cert": pem(client_cert), "client_key": pem_key(client_key),
+        "rogue_cert": pem(rogue_cert), "rogue_key": pem_key(rogue_client_key),
+    }
+    out = {}
+    for name, data in files.items():
+        path = workdir / f"{name}.pem"
+        path.write_bytes(data)
+        out[name] = path
+    return out
+
+
+def test_mtls_adbc_client_certificate_names_the_user(tmp_path, quiver_binary):
+    pki = _pki(tmp_path)
+    config = tmp_path / "quiver.toml"
+    config.write_text(
+        f"""\
+[server]
+flight_addr = "127.0.0.1:0"
+http_addr = "127.0.0.1:0"
+[server.tls]
+cert_file = {_toml_str(str(pki["server_cert"]))}
+key_file = {_toml_str(str(pki["server_key"]))}
+client_ca_file = {_toml_str(str(pki["ca"]))}
+client_auth = "required"
+[auth]
+methods = ["certificate"]
+[auth.certificate]
+user_field = "san_email"
+[[auth.user_mapping]]
+pattern = '(.*)@corp\\.example'
+[[pools]]
+name = "default"
+embedded = true
+[[engine.catalogs]]
+kind = "tpch"
+name = "tpch"
+scale_factor = 0.01
+"""
+    )
+    gw = start_gateway("mtls-gateway", ["serve", "--config", str(config)], tmp_path / "gw")
+    uri = f"grpc+tls://{LOOPBACK}:{gw.flight_port}"
+    try:
+        from conftest import adbc_connect
+
+        tls = {"adbc.flight.sql.client_option.tls_root_certs": pki["ca"].read_text()}
+        with adbc_connect(
+            uri,
+            **tls,
+            **{
+                "adbc.flight.sql.client_option.mtls_cert_chain": pki["client_cert"].read_text(),
+                "adbc.flight.sql.client_option.mtls_private_key": pki["client_key"].read_text(),
+            },
+        ) as conn:
+            with conn.cursor() as cur:
+                cur.execute("SELECT count(*) FROM tpch.tiny.nation")
+                assert cur.fetchone() == (25,)
+
+        # pyarrow with the same certificate and no `authorization` header: the certificate
+        # speaks, and the session token issued in reply names carol.
+        capture = HeaderCapture()
+        client = flight.FlightClient(
+            f"grpc+tls://{LOOPBACK}:{gw.flight_port}",
+            tls_root_certs=pki["ca"].read_bytes(),
+            cert_chain=pki["client_cert"].read_bytes(),
+            private_key=pki["client_key"].read_bytes(),
+            middleware=[capture],
+        )
+        try:
+            list(client.list_actions(flight.FlightCallOptions(timeout=30)))
+        finally:
+            client.close()
+        bearer = next(h["authorization"] for h in capture.headers if "authorization" in h)
+        bearer = bearer[0] if isinstance(bearer, list) else bearer
+        assert claims_of(bearer)["u"] == "carol" and claims_of(bearer)["m"] == "certificate", claims_of(bearer)
+
+        # A certificate from another CA, or none at all: no connection is served.
+        for extra in [
+            {
+                "adbc.flight.sql.client_option.mtls_cert_chain": pki["rogue_cert"].read_text(),
+                "adbc.flight.sql.client_option.mtls_private_key": pki["rogue_key"].read_text(),
+            },
+            {},
+        ]:
+            with pytest.raises(Exception):
+                with adbc_connect(uri, **tls, **extra) as conn:
+                    with conn.cursor() as cur:
+                        cur.execute("SELECT 1")
+        assert gw.is_running()
+    finally:
+        gw.stop()
+

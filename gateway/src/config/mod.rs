@@ -236,6 +236,48 @@ mod tests {
         assert_eq!(cfg.validate(), vec![]);
     }
 
+    /// Every ```toml block in the docs parses (unknown keys are errors), so the docs cannot
+    /// drift from the config structs.
+    #[test]
+    fn toml_examples_in_the_docs_parse() {
+        let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs");
+        let mut checked = 0;
+        for doc in ["authentication.md", "configuration.md"] {
+            let text = std::fs::read_to_string(docs.join(doc)).expect("doc");
+            for (i, block) in text.split("```toml\n").skip(1).enumerate() {
+                let block = block.split("```").next().unwrap_or_default();
+                if let Err(e) = QuiverConfig::parse(block) {
+                    panic!("{doc}: toml block {}: {e}\n{block}", i + 1);
+                }
+                checked += 1;
+            }
+        }
+        assert!(checked >= 10, "only {checked} blocks found");
+    }
+
+    #[test]
+    fn each_method_table_reports_problems_under_its_own_key() {
+        let cfg = QuiverConfig::parse(
+            r#"
+[auth]
+methods = ["ldap", "jwt"]
+[auth.ldap]
+url = "ldap://ldap.example.com"
+[auth.jwt]
+jwks_url = "https://idp.example.com/jwks"
+[[pools]]
+name = "p"
+embedded = true
+"#,
+        )
+        .expect("parses");
+        let keys: Vec<String> = cfg.validate().into_iter().map(|p| p.key).collect();
+        assert!(keys.iter().any(|k| k == "auth.ldap.url"), "plain ldap:// must be refused: {keys:?}");
+        assert!(keys.iter().any(|k| k.starts_with("auth.jwt.required_")), "issuer/audience required: {keys:?}");
+        let err = QuiverConfig::parse("[auth.ldap]\nurll = \"x\"\n").unwrap_err();
+        assert!(err.contains("urll"), "{err}");
+    }
+
     #[test]
     fn unknown_keys_name_the_line_and_key() {
         let err = QuiverConfig::parse("[server]\nflight_addr = \"127.0.0.1:1\"\nflite_addr = \"x\"\n").unwrap_err();
