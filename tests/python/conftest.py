@@ -140,11 +140,11 @@ class Gateway:
             data = b"...\n" + data[-max_bytes:]
         return data.decode("utf-8", "replace")
 
-    def http_get(self, path: str, timeout: float = 10.0):
+    def http_get(self, path: str, timeout: float = 10.0, headers: Optional[Dict[str, str]] = None):
         """GET http://127.0.0.1:HTTP_PORT{path} -> (status, headers dict, body bytes). No proxies."""
         conn = http.client.HTTPConnection(LOOPBACK, self.http_port, timeout=timeout)
         try:
-            conn.request("GET", path)
+            conn.request("GET", path, headers=headers or {})
             resp = conn.getresponse()
             body = resp.read()
             return resp.status, {k.lower(): v for k, v in resp.getheaders()}, body

@@ -33,6 +33,15 @@ def read_env(path: pathlib.Path) -> Dict[str, str]:
     return out
 
 
+def start_server(script: str, workdir: pathlib.Path) -> Dict[str, str]:
+    """`tests/servers/<script> start DIR`; returns DIR/env as a dict (plus DIR)."""
+    out = subprocess.run(["bash", str(SERVERS / script), "start", str(workdir)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, f"{script} start failed:\n{out.stdout}\n{out.stderr}"
+    env = read_env(workdir / "env")
+    env["DIR"] = str(workdir)
+    return env
+
+
 def claims_of(bearer: str) -> dict:
     token = bearer.split(" ", 1)[1] if " " in bearer else bearer
     payload = token.split(".")[1]
@@ -74,14 +83,17 @@ def handshake_with(gateway, authorization: str):
     return bearer, negotiate
 
 
-def http_get(gateway, path: str, headers: dict):
-    conn = http.client.HTTPConnection(LOOPBACK, gateway.http_port, timeout=10)
-    try:
-        conn.request("GET", path, headers=headers)
-        resp = conn.getresponse()
-        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
-    finally:
-        conn.close()
+def write_gateway_config(path: pathlib.Path, auth: str, catalog: str = "tpch") -> pathlib.Path:
+    """A gateway config on 127.0.0.1:0 with `auth` (the [auth] tables, TOML) and one embedded
+    catalog: `tpch` (tpch.tiny as the default schema) or `memory`."""
+    engine = (
+        '[session]\ndefault_catalog = "tpch"\ndefault_schema = "tiny"\n\n[[pools]]\nname = "default"\nembedded = true\n\n'
+        '[[engine.catalogs]]\nkind = "tpch"\nname = "tpch"\nscale_factor = 0.01\n'
+        if catalog == "tpch"
+        else '[[pools]]\nname = "default"\nembedded = true\n\n[[engine.catalogs]]\nkind = "memory"\nname = "memory"\n'
+    )
+    path.write_text(f'[server]\nflight_addr = "127.0.0.1:0"\nhttp_addr = "127.0.0.1:0"\n\n{auth}\n{engine}')
+    return path
 
 
 # --------------------------------------------------------------------------------------
@@ -91,12 +103,7 @@ def http_get(gateway, path: str, headers: dict):
 @pytest.fixture(scope="module")
 def kdc(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("kdc")
-    out = subprocess.run(
-        ["bash", str(SERVERS / "kdc.sh"), "start", str(workdir)], capture_output=True, text=True, timeout=120
-    )
-    assert out.returncode == 0, f"kdc.sh start failed:\n{out.stdout}\n{out.stderr}"
-    env = read_env(workdir / "env")
-    env["DIR"] = str(workdir)
+    env = start_server("kdc.sh", workdir)
     ccache = workdir / "alice.ccache"
     out = subprocess.run(
         ["bash", str(SERVERS / "kdc.sh"), "kinit", str(workdir), "alice", str(ccache)],
@@ -123,13 +130,9 @@ def negotiate_token(kdc: dict, *extra: str) -> str:
 @pytest.fixture(scope="module")
 def kerberos_gateway(kdc, tmp_path_factory, quiver_binary):
     workdir = tmp_path_factory.mktemp("kerberos-gateway")
-    config = workdir / "quiver.toml"
-    config.write_text(
+    config = write_gateway_config(
+        workdir / "quiver.toml",
         f"""\
-[server]
-flight_addr = "127.0.0.1:0"
-http_addr = "127.0.0.1:0"
-
 [auth]
 methods = ["kerberos"]
 
@@ -140,20 +143,7 @@ krb5_config = {_toml_str(kdc["KRB5_CONFIG"])}
 
 [[auth.user_mapping]]
 pattern = '(.*)@QUIVER\\.TEST'
-
-[session]
-default_catalog = "tpch"
-default_schema = "tiny"
-
-[[pools]]
-name = "default"
-embedded = true
-
-[[engine.catalogs]]
-kind = "tpch"
-name = "tpch"
-scale_factor = 0.01
-"""
+""",
     )
     # The replay cache stays in the KDC's directory. KRB5_KTNAME/KRB5_CONFIG are *not* passed:
     # the gateway sets them itself from [auth.kerberos] (it re-executes with them).
@@ -204,9 +194,9 @@ def test_kerberos_on_the_http_api_with_mutual_authentication(kdc, kerberos_gatew
     )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "status 200" in out.stdout, out.stdout
-    status, headers, body = http_get(kerberos_gateway, "/v1/whoami", {"Authorization": "Negotiate " + negotiate_token(kdc)})
+    status, headers, body = kerberos_gateway.http_get("/v1/whoami", headers={"Authorization": "Negotiate " + negotiate_token(kdc)})
     assert status == 200 and json.loads(body) == {"user": "alice", "groups": [], "method": "kerberos"}, body
-    status, headers, _ = http_get(kerberos_gateway, "/v1/whoami", {})
+    status, headers, _ = kerberos_gateway.http_get("/v1/whoami", headers={})
     assert status == 401 and "negotiate" in headers.get("www-authenticate", "").lower(), headers
 
 
@@ -218,12 +208,7 @@ def test_kerberos_on_the_http_api_with_mutual_authentication(kdc, kerberos_gatew
 @pytest.fixture(scope="module")
 def slapd(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("slapd")
-    out = subprocess.run(
-        ["bash", str(SERVERS / "slapd.sh"), "start", str(workdir)], capture_output=True, text=True, timeout=120
-    )
-    assert out.returncode == 0, f"slapd.sh start failed:\n{out.stdout}\n{out.stderr}"
-    env = read_env(workdir / "env")
-    env["DIR"] = str(workdir)
+    env = start_server("slapd.sh", workdir)
     yield env
     subprocess.run(["bash", str(SERVERS / "slapd.sh"), "stop", str(workdir)], timeout=60)
 
@@ -303,14 +288,10 @@ def idp():
 @pytest.fixture(scope="module")
 def directory_gateway(slapd, idp, tmp_path_factory, quiver_binary):
     workdir = tmp_path_factory.mktemp("directory-gateway")
-    config = workdir / "quiver.toml"
     base = slapd["LDAP_BASE_DN"]
-    config.write_text(
+    config = write_gateway_config(
+        workdir / "quiver.toml",
         f"""\
-[server]
-flight_addr = "127.0.0.1:0"
-http_addr = "127.0.0.1:0"
-
 [auth]
 methods = ["ldap", "jwt"]
 
@@ -329,20 +310,7 @@ required_issuer = {_toml_str(Idp.ISSUER)}
 required_audience = {_toml_str(Idp.AUDIENCE)}
 principal_field = ["preferred_username", "sub"]
 groups_field = "groups"
-
-[session]
-default_catalog = "tpch"
-default_schema = "tiny"
-
-[[pools]]
-name = "default"
-embedded = true
-
-[[engine.catalogs]]
-kind = "tpch"
-name = "tpch"
-scale_factor = 0.01
-"""
+""",
     )
     gw = start_gateway("directory-gateway", ["serve", "--config", str(config)], workdir)
     yield gw
@@ -355,7 +323,7 @@ def test_ldap_adbc_login_with_groups(slapd, directory_gateway):
             cur.execute("SELECT count(*) FROM nation")
             assert cur.fetchone() == (25,)
     basic = "Basic " + base64.b64encode(f"alice:{slapd['LDAP_ALICE_PASSWORD']}".encode()).decode()
-    status, _, body = http_get(directory_gateway, "/v1/whoami", {"Authorization": basic})
+    status, _, body = directory_gateway.http_get("/v1/whoami", headers={"Authorization": basic})
     assert status == 200, body
     who = json.loads(body)
     assert who["user"] == "alice" and who["method"] == "ldap" and sorted(who["groups"]) == ["analysts", "privacy"]
@@ -431,17 +399,10 @@ def test_jwt_key_rotation_is_picked_up_by_one_jwks_refresh(idp, directory_gatewa
 
 
 def test_ldap_down_is_unavailable_and_cached_logins_survive(tmp_path, quiver_binary):
-    out = subprocess.run(
-        ["bash", str(SERVERS / "slapd.sh"), "start", str(tmp_path / "slapd")], capture_output=True, text=True, timeout=120
-    )
-    assert out.returncode == 0, out.stdout + out.stderr
-    env = read_env(tmp_path / "slapd" / "env")
-    config = tmp_path / "quiver.toml"
-    config.write_text(
+    env = start_server("slapd.sh", tmp_path / "slapd")
+    config = write_gateway_config(
+        tmp_path / "quiver.toml",
         f"""\
-[server]
-flight_addr = "127.0.0.1:0"
-http_addr = "127.0.0.1:0"
 [auth]
 methods = ["ldap"]
 [auth.ldap]
@@ -450,13 +411,8 @@ ca_file = {_toml_str(env["LDAP_CA_FILE"])}
 user_bind_pattern = {_toml_str("uid=${USER},ou=people," + env["LDAP_BASE_DN"])}
 connect_timeout_secs = 2
 read_timeout_secs = 2
-[[pools]]
-name = "default"
-embedded = true
-[[engine.catalogs]]
-kind = "memory"
-name = "memory"
-"""
+""",
+        catalog="memory",
     )
     gw = start_gateway("ldap-down-gateway", ["serve", "--config", str(config)], tmp_path / "gw")
     try:
@@ -548,30 +504,26 @@ def _pki(workdir: pathlib.Path) -> dict:
 
 def test_mtls_adbc_client_certificate_names_the_user(tmp_path, quiver_binary):
     pki = _pki(tmp_path)
-    config = tmp_path / "quiver.toml"
-    config.write_text(
+    config = write_gateway_config(
+        tmp_path / "quiver.toml",
         f"""\
-[server]
-flight_addr = "127.0.0.1:0"
-http_addr = "127.0.0.1:0"
-[server.tls]
-cert_file = {_toml_str(str(pki["server_cert"]))}
-key_file = {_toml_str(str(pki["server_key"]))}
-client_ca_file = {_toml_str(str(pki["ca"]))}
-client_auth = "required"
 [auth]
 methods = ["certificate"]
 [auth.certificate]
 user_field = "san_email"
 [[auth.user_mapping]]
 pattern = '(.*)@corp\\.example'
-[[pools]]
-name = "default"
-embedded = true
-[[engine.catalogs]]
-kind = "tpch"
-name = "tpch"
-scale_factor = 0.01
+""",
+    )
+    # [server.tls] extends the [server] table written above.
+    config.write_text(
+        config.read_text()
+        + f"""
+[server.tls]
+cert_file = {_toml_str(str(pki["server_cert"]))}
+key_file = {_toml_str(str(pki["server_key"]))}
+client_ca_file = {_toml_str(str(pki["ca"]))}
+client_auth = "required"
 """
     )
     gw = start_gateway("mtls-gateway", ["serve", "--config", str(config)], tmp_path / "gw")

@@ -4,13 +4,10 @@ same chain. (LDAP, Kerberos and JWT against real servers are in test_auth_server
 from __future__ import annotations
 
 import base64
-import http.client
 import json
 
 import pyarrow.flight as flight
 import pytest
-
-from conftest import LOOPBACK
 
 pytestmark = pytest.mark.adbc
 
@@ -44,24 +41,14 @@ def test_adbc_with_a_forged_token_is_unauthenticated(gateway, alice):
     assert "UNAUTHENTICATED" in text.upper() or "Unauthenticated" in text, text
 
 
-def _http(gateway, path: str, headers: dict):
-    conn = http.client.HTTPConnection(LOOPBACK, gateway.http_port, timeout=10)
-    try:
-        conn.request("GET", path, headers=headers)
-        resp = conn.getresponse()
-        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
-    finally:
-        conn.close()
-
-
 def test_http_api_accepts_basic_and_the_flight_token(gateway, alice, bob):
-    status, headers, _ = _http(gateway, "/v1/whoami", {})
+    status, headers, _ = gateway.http_get("/v1/whoami", headers={})
     assert status == 401 and "basic" in headers.get("www-authenticate", "").lower()
     basic = "Basic " + base64.b64encode(f"{alice[0]}:{alice[1]}".encode()).decode()
-    status, _, body = _http(gateway, "/v1/whoami", {"Authorization": basic})
+    status, _, body = gateway.http_get("/v1/whoami", headers={"Authorization": basic})
     assert status == 200 and json.loads(body)["user"] == "alice", body
     token = _token_via_pyarrow(gateway, *bob).decode()
-    status, _, body = _http(gateway, "/v1/whoami", {"Authorization": token})
+    status, _, body = gateway.http_get("/v1/whoami", headers={"Authorization": token})
     assert status == 200 and json.loads(body)["user"] == "bob", body
-    status, _, body = _http(gateway, "/metrics", {"Authorization": token})
+    status, _, body = gateway.http_get("/metrics", headers={"Authorization": token})
     assert status == 200 and b"quiver_auth_attempts_total" in body
