@@ -15,6 +15,7 @@ pub mod flight;
 pub mod http;
 pub mod metrics;
 pub mod pool;
+pub mod queries;
 pub mod router;
 pub mod server;
 pub mod session;

@@ -105,6 +105,7 @@ async fn run(cli: Cli) -> ExitCode {
             if let Some(a) = http_addr {
                 cfg.server.http_addr = a;
             }
+            let grace = std::time::Duration::from_secs(cfg.server.shutdown_grace_secs);
             let running = match quiver_gateway::start(cfg).await {
                 Ok(r) => r,
                 Err(e) => {
@@ -120,7 +121,7 @@ async fn run(cli: Cli) -> ExitCode {
             eprintln!("quiver: Flight SQL on grpc://{}, HTTP on http://{}", running.flight_addr, running.http_addr);
             shutdown_signal().await;
             tracing::info!("shutting down");
-            running.shutdown().await;
+            running.shutdown_gracefully(grace).await;
             ExitCode::SUCCESS
         }
         Command::Engine { config, flight_addr } => {

@@ -3,9 +3,13 @@
 //! One registry per gateway; components get the handles they update. Label values are
 //! bounded sets (method names, reason labels), never user input.
 
+use std::time::Duration;
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 /// Labels of `quiver_auth_attempts_total`.
@@ -21,11 +25,53 @@ pub struct AuthLabels {
     pub reason: &'static str,
 }
 
+/// Labels of per-pool query metrics.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QueryLabels {
+    /// Pool name.
+    pub pool: String,
+    /// `finished`, `failed`, `cancelled` (ended), or `queued`, `running`, `planned` (gauges).
+    pub state: &'static str,
+}
+
+/// Labels of a pool.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PoolLabels {
+    /// Pool name.
+    pub pool: String,
+}
+
+/// Labels of a worker.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WorkerLabels {
+    /// Pool name.
+    pub pool: String,
+    /// Worker URI.
+    pub worker: String,
+    /// `HEALTHY`, `SUSPECT`, `EJECTED`, `DRAINING`.
+    pub state: &'static str,
+}
+
+/// Labels of a resource group.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GroupLabels {
+    /// The group's dotted id.
+    pub group: String,
+}
+
 /// The gateway's metrics.
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
     auth_attempts: Family<AuthLabels, Counter>,
+    queries: Family<QueryLabels, Counter>,
+    active: Family<QueryLabels, Gauge>,
+    latency: Family<PoolLabels, Histogram>,
+    bytes: Family<PoolLabels, Counter>,
+    workers: Family<WorkerLabels, Gauge>,
+    group_running: Family<GroupLabels, Gauge>,
+    group_queued: Family<GroupLabels, Gauge>,
+    group_rejected: Family<GroupLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -44,7 +90,76 @@ impl Metrics {
             "Authentications by method and result (session-token calls count as method `token`)",
             auth_attempts.clone(),
         );
-        Metrics { registry, auth_attempts }
+        let queries = Family::<QueryLabels, Counter>::default();
+        registry.register("queries", "Queries that ended, by pool and final state", queries.clone());
+        let active = Family::<QueryLabels, Gauge>::default();
+        registry.register("queries_active", "Queries queued or running now, by pool and state", active.clone());
+        let latency = Family::<PoolLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.001, 2.0, 18))
+        });
+        registry.register("query_duration_seconds", "Time from planning to the end of the stream", latency.clone());
+        let bytes = Family::<PoolLabels, Counter>::default();
+        registry.register("streamed_bytes", "Arrow IPC bytes streamed to clients", bytes.clone());
+        let workers = Family::<WorkerLabels, Gauge>::default();
+        registry.register("worker_state", "1 for each worker's current state", workers.clone());
+        let group_running = Family::<GroupLabels, Gauge>::default();
+        registry.register("resource_group_running", "Running queries per resource group", group_running.clone());
+        let group_queued = Family::<GroupLabels, Gauge>::default();
+        registry.register("resource_group_queued", "Queue depth per resource group", group_queued.clone());
+        let group_rejected = Family::<GroupLabels, Counter>::default();
+        registry.register(
+            "resource_group_rejected",
+            "Queries refused by a full resource group",
+            group_rejected.clone(),
+        );
+        Metrics {
+            registry,
+            auth_attempts,
+            queries,
+            active,
+            latency,
+            bytes,
+            workers,
+            group_running,
+            group_queued,
+            group_rejected,
+        }
+    }
+
+    /// Counts an ended query.
+    pub fn query_finished(&self, pool: &str, state: &'static str, elapsed: Duration, bytes: u64) {
+        self.queries.get_or_create(&QueryLabels { pool: pool.into(), state }).inc();
+        let pool = PoolLabels { pool: pool.into() };
+        self.latency.get_or_create(&pool).observe(elapsed.as_secs_f64());
+        self.bytes.get_or_create(&pool).inc_by(bytes);
+    }
+
+    /// Sets the active-query gauges from (pool, state) pairs.
+    pub fn set_active(&self, active: &[(String, &'static str)]) {
+        self.active.clear();
+        for (pool, state) in active {
+            self.active.get_or_create(&QueryLabels { pool: pool.clone(), state }).inc();
+        }
+    }
+
+    /// Sets the worker-state gauges from (pool, worker, state) triples.
+    pub fn set_workers(&self, workers: &[(String, String, &'static str)]) {
+        self.workers.clear();
+        for (pool, worker, state) in workers {
+            self.workers.get_or_create(&WorkerLabels { pool: pool.clone(), worker: worker.clone(), state }).set(1);
+        }
+    }
+
+    /// Sets a resource group's running and queued gauges.
+    pub fn set_group(&self, group: &str, running: usize, queued: usize) {
+        let labels = GroupLabels { group: group.into() };
+        self.group_running.get_or_create(&labels).set(running as i64);
+        self.group_queued.get_or_create(&labels).set(queued as i64);
+    }
+
+    /// Counts a query a resource group refused.
+    pub fn group_rejected(&self, group: &str) {
+        self.group_rejected.get_or_create(&GroupLabels { group: group.into() }).inc();
     }
 
     /// Counts a successful authentication by `method`.

@@ -20,6 +20,7 @@ use crate::flight::{FlightSettings, GatewayService};
 use crate::http::{HttpState, routes};
 use crate::metrics::Metrics;
 use crate::pool::Pool;
+use crate::queries::QueryRegistry;
 use crate::router::Router;
 use crate::tickets::Sealer;
 
@@ -32,19 +33,44 @@ pub struct RunningGateway {
     pub http_addr: SocketAddr,
     /// The embedded engine's own Flight SQL address, if one runs.
     pub engine_addr: Option<SocketAddr>,
+    /// Queries planned, running and recent.
+    pub queries: Arc<QueryRegistry>,
     stop: Vec<oneshot::Sender<()>>,
     tasks: Vec<JoinHandle<()>>,
+    background: Vec<JoinHandle<()>>,
 }
 
 impl RunningGateway {
-    /// Stops every server and waits for them.
+    /// Stops every server and waits for them. Running streams are cancelled first (they
+    /// end with CANCELLED, never looking complete); `shutdown_gracefully` lets them finish.
     pub async fn shutdown(mut self) {
+        self.queries.stop_accepting();
+        self.queries.cancel_all();
+        for task in self.background.drain(..) {
+            task.abort();
+        }
         for tx in self.stop.drain(..) {
             let _ = tx.send(());
         }
         for task in self.tasks.drain(..) {
             let _ = task.await;
         }
+    }
+
+    /// The SIGTERM path: readiness turns false and new queries are refused with UNAVAILABLE
+    /// at once; running streams go on for up to `grace`, then are cancelled; then everything
+    /// stops. Returns whether every stream finished within the grace period.
+    pub async fn shutdown_gracefully(self, grace: Duration) -> bool {
+        self.queries.stop_accepting();
+        tracing::info!(active = self.queries.active_count(), ?grace, "shutting down: waiting for running queries");
+        let drained = self.queries.wait_idle(Instant::now() + grace).await;
+        if !drained {
+            tracing::warn!(active = self.queries.active_count(), "grace period over: cancelling running queries");
+            self.queries.cancel_all();
+            self.queries.wait_idle(Instant::now() + Duration::from_secs(2)).await;
+        }
+        self.shutdown().await;
+        drained
     }
 
     /// Waits until the servers stop by themselves (they only do on error).
@@ -163,6 +189,7 @@ pub async fn start(config: QuiverConfig) -> anyhow::Result<RunningGateway> {
     }
     let metadata_ttl = Duration::from_secs(config.server.metadata_ttl_secs);
     let mut pools = Vec::new();
+    let mut probers = Vec::new();
     for p in &config.pools {
         let mut workers = p.workers.clone();
         if p.embedded
@@ -170,7 +197,9 @@ pub async fn start(config: QuiverConfig) -> anyhow::Result<RunningGateway> {
         {
             workers.insert(0, format!("grpc://{addr}"));
         }
-        pools.push(Arc::new(Pool::new(&p.name, &workers, metadata_ttl)?));
+        let pool = Arc::new(Pool::new(&p.name, &workers, metadata_ttl, p.health_policy())?);
+        probers.push(crate::pool::spawn_prober(pool.clone()));
+        pools.push(pool);
     }
     let router = Router::new(pools);
 
@@ -192,7 +221,9 @@ pub async fn start(config: QuiverConfig) -> anyhow::Result<RunningGateway> {
         max_sql_bytes: quiver_engine::config::parse_bytes(&config.server.max_sql_size).map_err(anyhow::Error::msg)?,
         max_request_bytes,
     };
-    let service = GatewayService::new(router.clone(), sealer, authorizer, settings)?;
+    let queries =
+        Arc::new(QueryRegistry::new(Duration::from_secs(config.server.ticket_ttl_secs), 1000, metrics.clone()));
+    let service = GatewayService::new(router.clone(), sealer, authorizer, settings, queries.clone())?;
 
     let flight_listener = TcpListener::bind(&config.server.flight_addr).await?;
     let flight_addr = flight_listener.local_addr()?;
@@ -232,6 +263,8 @@ pub async fn start(config: QuiverConfig) -> anyhow::Result<RunningGateway> {
         flight_addr: flight_addr.to_string(),
         auth: auth_for_http,
         metrics,
+        queries: queries.clone(),
+        admin: config.admin.clone(),
     });
     tasks.push(tokio::spawn(async move {
         let served = axum::serve(http_listener, routes(state)).with_graceful_shutdown(async move {
@@ -242,5 +275,5 @@ pub async fn start(config: QuiverConfig) -> anyhow::Result<RunningGateway> {
         }
     }));
     tracing::info!(%flight_addr, %http_addr, ?engine_addr, "quiver gateway started");
-    Ok(RunningGateway { flight_addr, http_addr, engine_addr, stop, tasks })
+    Ok(RunningGateway { flight_addr, http_addr, engine_addr, queries, stop, tasks, background: probers })
 }

@@ -39,6 +39,9 @@ pub enum Sealed {
         /// once it has run).
         #[serde(default)]
         write: bool,
+        /// Trino query type (SELECT, INSERT, ...), for query history and resource groups.
+        #[serde(default)]
+        kind: String,
     },
     /// A metadata request answered by the gateway: the Any-encoded Flight SQL command.
     Metadata {
@@ -184,7 +187,13 @@ mod tests {
     use super::*;
 
     fn query() -> Sealed {
-        Sealed::Query { id: "t1".into(), pool: "default".into(), ticket: b"worker ticket".to_vec(), write: false }
+        Sealed::Query {
+            id: "t1".into(),
+            pool: "default".into(),
+            ticket: b"worker ticket".to_vec(),
+            write: false,
+            kind: "SELECT".into(),
+        }
     }
 
     #[test]

@@ -63,8 +63,13 @@ pub async fn gateway(cfg: QuiverConfig) -> RunningGateway {
 
 /// A standalone engine worker on 127.0.0.1:0; returns its address and a stop handle.
 pub async fn worker(cfg: EngineConfig) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    worker_at(cfg, "127.0.0.1:0").await
+}
+
+/// A standalone engine worker on `addr` (to restart one where it was).
+pub async fn worker_at(cfg: EngineConfig, addr: &str) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
     let engine = quiver_engine::Engine::start(&cfg).await.expect("engine starts");
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = TcpListener::bind(addr).await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let (stop, _task) = quiver_gateway::start_engine(engine, listener).await;
     (addr, stop)
@@ -72,7 +77,7 @@ pub async fn worker(cfg: EngineConfig) -> (SocketAddr, tokio::sync::oneshot::Sen
 
 /// A pool config pointing at remote workers.
 pub fn remote_pool(name: &str, addrs: &[SocketAddr]) -> PoolConfig {
-    PoolConfig { name: name.into(), embedded: false, workers: addrs.iter().map(|a| format!("grpc://{a}")).collect() }
+    PoolConfig::new(name, false, addrs.iter().map(|a| format!("grpc://{a}")).collect())
 }
 
 /// A channel to `addr`.
@@ -155,10 +160,16 @@ pub fn text(batch: &RecordBatch, column: usize, row: usize) -> String {
 
 /// A raw HTTP/1.1 GET on `addr` with extra header lines; returns the whole response text.
 pub async fn http_get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> String {
+    http_request(addr, "GET", path, headers).await
+}
+
+/// A raw HTTP/1.1 request without a body; returns the whole response text.
+pub async fn http_request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)]) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let extra: String = headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{extra}\r\n");
+    let request =
+        format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: 0\r\n{extra}\r\n");
     s.write_all(request.as_bytes()).await.expect("write");
     let mut out = String::new();
     s.read_to_string(&mut out).await.expect("read");
@@ -178,4 +189,10 @@ pub fn token_claims(token: &str) -> serde_json::Value {
     let payload = token.split('.').nth(1).expect("qv1 token has a payload");
     let json = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).expect("base64url payload");
     serde_json::from_slice(&json).expect("json claims")
+}
+
+/// The JSON body of an HTTP response text.
+pub fn json_body(response: &str) -> serde_json::Value {
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default();
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {response}"))
 }

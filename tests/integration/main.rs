@@ -5,6 +5,7 @@ mod authentication;
 mod common;
 mod errors;
 mod gateway_surface;
+mod operations;
 mod pools;
 mod prepared;
 mod tpch;

@@ -24,6 +24,9 @@ pub struct QuiverConfig {
     /// How callers are authenticated.
     #[serde(default)]
     pub auth: AuthConfig,
+    /// Who has the admin role on the HTTP API.
+    #[serde(default)]
+    pub admin: AdminConfig,
     /// Session defaults for callers that set none.
     #[serde(default)]
     pub session: SessionConfig,
@@ -61,6 +64,9 @@ pub struct ServerConfig {
     pub tls: Option<TlsConfig>,
     /// How long a ticket returned by GetFlightInfo stays redeemable, in seconds.
     pub ticket_ttl_secs: u64,
+    /// On SIGTERM: how long running streams may go on (readiness is false and new queries
+    /// are refused meanwhile) before they are cancelled and the process exits, in seconds.
+    pub shutdown_grace_secs: u64,
     /// How long the gateway trusts its cached view of a pool's catalogs, in seconds.
     pub metadata_ttl_secs: u64,
 }
@@ -76,8 +82,27 @@ impl Default for ServerConfig {
             previous_secret_files: Vec::new(),
             tls: None,
             ticket_ttl_secs: 3600,
+            shutdown_grace_secs: 30,
             metadata_ttl_secs: 10,
         }
+    }
+}
+
+/// `[admin]`: who may see and kill every query, read pool state and drain workers.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// User names with the admin role. `"*"` gives it to everyone (the embedded default on
+    /// loopback only; refused with any method but `open`).
+    pub users: Vec<String>,
+    /// Groups whose members have the admin role.
+    pub groups: Vec<String>,
+}
+
+impl AdminConfig {
+    /// Whether `user` (in `groups`) has the admin role.
+    pub fn is_admin(&self, user: &str, groups: &[String]) -> bool {
+        self.users.iter().any(|u| u == "*" || u == user) || groups.iter().any(|g| self.groups.contains(g))
     }
 }
 
@@ -103,6 +128,70 @@ pub struct PoolConfig {
     /// Remote workers: `grpc://host:port` or `grpc+tls://host:port`.
     #[serde(default)]
     pub workers: Vec<String>,
+    /// Most calls in flight on one worker; past it the pool answers RESOURCE_EXHAUSTED.
+    /// Unset: no cap.
+    #[serde(default)]
+    pub max_concurrent_per_worker: Option<usize>,
+    /// Health checks and ejection (`[pools.health]`).
+    #[serde(default)]
+    pub health: PoolHealthConfig,
+}
+
+impl PoolConfig {
+    /// A pool with default health settings.
+    pub fn new(name: &str, embedded: bool, workers: Vec<String>) -> Self {
+        PoolConfig {
+            name: name.into(),
+            embedded,
+            workers,
+            max_concurrent_per_worker: None,
+            health: PoolHealthConfig::default(),
+        }
+    }
+
+    /// The pool's health policy.
+    pub fn health_policy(&self) -> crate::pool::HealthPolicy {
+        let h = &self.health;
+        crate::pool::HealthPolicy {
+            interval: std::time::Duration::from_millis(h.interval_ms),
+            timeout: std::time::Duration::from_millis(h.timeout_ms),
+            eject_after_failures: h.eject_after_failures,
+            backoff_base: std::time::Duration::from_millis(h.backoff_base_ms),
+            backoff_max: std::time::Duration::from_millis(h.backoff_max_ms),
+            max_concurrent_per_worker: self.max_concurrent_per_worker,
+        }
+    }
+}
+
+/// `[pools.health]`: each worker gets a real Flight SQL call every `interval_ms`; after
+/// `eject_after_failures` consecutive failures (probes or real calls) it takes no new calls
+/// for `backoff_base_ms`, doubling per ejection in a row up to `backoff_max_ms`; a successful
+/// probe re-admits it. The last usable worker of a pool is never ejected.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PoolHealthConfig {
+    /// Time between probes of one worker, in milliseconds.
+    pub interval_ms: u64,
+    /// How long a probe may take, in milliseconds.
+    pub timeout_ms: u64,
+    /// Consecutive failures that eject a worker.
+    pub eject_after_failures: u32,
+    /// First ejection's length, in milliseconds.
+    pub backoff_base_ms: u64,
+    /// Longest ejection, in milliseconds.
+    pub backoff_max_ms: u64,
+}
+
+impl Default for PoolHealthConfig {
+    fn default() -> Self {
+        PoolHealthConfig {
+            interval_ms: 2000,
+            timeout_ms: 2000,
+            eject_after_failures: 3,
+            backoff_base_ms: 1000,
+            backoff_max_ms: 60_000,
+        }
+    }
 }
 
 impl QuiverConfig {
@@ -112,11 +201,12 @@ impl QuiverConfig {
         QuiverConfig {
             server: ServerConfig::default(),
             auth: AuthConfig::default(),
+            admin: AdminConfig { users: vec!["*".into()], groups: vec![] },
             session: SessionConfig {
                 default_catalog: Some("tpch".into()),
                 default_schema: Some(default_tpch_schema(scale_factor)),
             },
-            pools: vec![PoolConfig { name: "default".into(), embedded: true, workers: vec![] }],
+            pools: vec![PoolConfig::new("default", true, vec![])],
             engine: EngineConfig {
                 catalogs: vec![CatalogConfig::Tpch { name: "tpch".into(), scale_factor, schema: None }],
                 ..Default::default()
@@ -188,6 +278,9 @@ impl QuiverConfig {
             push!("server.ticket_ttl_secs", String::from("must be at least 1"));
         }
         problems.extend(self.auth.validate(&self.server));
+        if self.admin.users.iter().any(|u| u == "*") && self.auth.methods != [AuthMethod::Open] {
+            push!("admin.users", String::from("`*` (everyone is admin) is only allowed with `open` authentication"));
+        }
         if self.pools.is_empty() {
             push!("pools", String::from("at least one pool is required"));
         }
@@ -204,6 +297,16 @@ impl QuiverConfig {
                 push!(format!("pools[{i}].workers"), String::from("a pool needs workers or `embedded = true`"));
             }
             embedded |= pool.embedded;
+            let h = &pool.health;
+            if h.interval_ms == 0 || h.timeout_ms == 0 || h.eject_after_failures == 0 || h.backoff_base_ms == 0 {
+                push!(format!("pools[{i}].health"), String::from("intervals, timeouts and counts must be at least 1"));
+            }
+            if h.backoff_max_ms < h.backoff_base_ms {
+                push!(format!("pools[{i}].health.backoff_max_ms"), String::from("must be at least backoff_base_ms"));
+            }
+            if pool.max_concurrent_per_worker == Some(0) {
+                push!(format!("pools[{i}].max_concurrent_per_worker"), String::from("must be at least 1"));
+            }
             for (j, uri) in pool.workers.iter().enumerate() {
                 if let Err(e) = crate::pool::worker_endpoint_uri(uri) {
                     push!(format!("pools[{i}].workers[{j}]"), e);

@@ -164,10 +164,7 @@ impl GatewayService {
             let Ok(any) = Any::decode(ticket.ticket) else { continue };
             let Ok(Command::TicketStatementQuery(t)) = Command::try_from(any) else { continue };
             if let Sealed::Query { id, .. } = self.sealer.open(&ctx.identity.user, &t.statement_handle)? {
-                if let Some(flag) = self.running.lock().get(&id) {
-                    flag.cancel();
-                }
-                self.cancelled.insert(id, ());
+                self.queries.cancel_ticket(&id);
                 status = CancelStatus::Cancelled;
             }
         }

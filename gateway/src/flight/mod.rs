@@ -11,10 +11,8 @@ mod service;
 pub mod session_proto;
 mod statements;
 
-use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use arrow_flight::FlightData;
@@ -23,13 +21,12 @@ use arrow_flight::sql::metadata::{SqlInfoData, XdbcTypeInfoData};
 use bytes::Bytes;
 use futures::Stream;
 use moka::sync::Cache;
-use parking_lot::Mutex;
 use quiver_policies::Authorizer;
-use tokio::sync::Notify;
 use tonic::Request;
 
 use crate::auth_layer::CallContext;
 use crate::error::{GatewayError, Result};
+use crate::queries::QueryRegistry;
 use crate::router::Router;
 use crate::session::SessionStore;
 use crate::tickets::Sealer;
@@ -54,24 +51,6 @@ pub struct FlightSettings {
     pub max_request_bytes: usize,
 }
 
-/// A running DoGet that CancelFlightInfo can stop.
-#[derive(Debug, Default)]
-pub(crate) struct CancelFlag {
-    cancelled: AtomicBool,
-    notify: Notify,
-}
-
-impl CancelFlag {
-    fn cancel(&self) {
-        self.cancelled.store(true, Ordering::SeqCst);
-        self.notify.notify_waiters();
-    }
-
-    fn is_cancelled(&self) -> bool {
-        self.cancelled.load(Ordering::SeqCst)
-    }
-}
-
 /// The Flight SQL front door.
 pub struct GatewayService {
     pub(crate) router: Router,
@@ -84,10 +63,8 @@ pub struct GatewayService {
     /// Prepared-statement id -> latest sealed handle (with bound parameters), for clients
     /// that keep using the handle they got at creation.
     pub(crate) bound: Cache<String, Bytes>,
-    /// Ticket id -> flag of a DoGet in progress.
-    pub(crate) running: Arc<Mutex<HashMap<String, Arc<CancelFlag>>>>,
-    /// Ticket ids cancelled before their DoGet started.
-    pub(crate) cancelled: Cache<String, ()>,
+    /// Planned, running and recent queries (cancel, kill, history, shutdown).
+    pub(crate) queries: Arc<QueryRegistry>,
 }
 
 impl std::fmt::Debug for GatewayService {
@@ -103,6 +80,7 @@ impl GatewayService {
         sealer: Sealer,
         authorizer: Arc<dyn Authorizer>,
         settings: FlightSettings,
+        queries: Arc<QueryRegistry>,
     ) -> Result<Self> {
         let sql_info = crate::sql_info::sql_info_data(env!("CARGO_PKG_VERSION"))
             .map_err(|e| GatewayError::Internal(format!("SqlInfo: {e}")))?;
@@ -117,8 +95,7 @@ impl GatewayService {
             sql_info,
             xdbc,
             bound: Cache::builder().max_capacity(100_000).time_to_idle(Duration::from_secs(3600)).build(),
-            running: Arc::new(Mutex::new(HashMap::new())),
-            cancelled: Cache::builder().max_capacity(100_000).time_to_live(Duration::from_secs(3600)).build(),
+            queries,
         })
     }
 

@@ -15,6 +15,7 @@ use bytes::Bytes;
 use prost::Message;
 use tonic::Request;
 
+use super::statements::Planned;
 use super::statements::{forwardable, put_update};
 use super::{GatewayService, with_defaults};
 use crate::auth_layer::CallContext;
@@ -137,7 +138,10 @@ impl GatewayService {
             .await
             .map_err(|s| worker.error(s))?
             .into_inner();
-        Ok(self.seal_info(&ctx.identity.user, &prepared.pool.name, info, descriptor, prepared.update))
+        let kind = if prepared.update { "INSERT" } else { "SELECT" };
+        let planned =
+            Planned { user: &ctx.identity.user, pool: &prepared.pool.name, write: prepared.update, kind, sql: "" };
+        Ok(self.seal_info(&planned, info, descriptor))
     }
 
     /// DoPut(CommandPreparedStatementUpdate): run with the parameters sent or bound.

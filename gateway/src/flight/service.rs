@@ -177,7 +177,9 @@ impl FlightSqlService for GatewayService {
     ) -> Result<Response<DoGet>, Status> {
         let ctx = caller(&request)?;
         let stream = match self.sealer.open(&ctx.identity.user, &ticket.statement_handle)? {
-            Sealed::Query { id, pool, ticket, write } => self.redeem_query(id, &pool, ticket, write).await?,
+            Sealed::Query { id, pool, ticket, write, kind } => {
+                self.redeem_query(&ctx, id, &pool, ticket, write, &kind).await?
+            }
             Sealed::Metadata { command } => self.metadata_stream(&ctx, &command).await?,
             Sealed::Prepared { .. } => {
                 return Err(GatewayError::InvalidTicket("a prepared-statement handle is not a ticket".into()).into());

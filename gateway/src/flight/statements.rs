@@ -11,24 +11,43 @@ use prost::Message;
 use quiver_policies::{Operation, Resource};
 use tonic::{Request, Status, Streaming};
 
-use super::{CancelFlag, FlightDataStream, GatewayService, with_defaults};
+use super::{FlightDataStream, GatewayService, with_defaults};
 use crate::auth_layer::CallContext;
 use crate::error::{GatewayError, Result};
 use crate::pool::{InFlight, Pool, Worker};
+use crate::queries::{QueryRecord, QueryRegistry, QueryState};
 use crate::router::{Analysis, analyze};
 use crate::tickets::{Sealed, new_id};
 
-/// Removes a DoGet from the running set when its stream ends or the client goes away.
-/// For a statement that writes, refreshes the pool's catalog view once it has run.
-struct Running {
-    map: Arc<parking_lot::Mutex<std::collections::HashMap<String, Arc<CancelFlag>>>>,
-    id: String,
+/// What `seal_info` records about a planned statement.
+pub(crate) struct Planned<'a> {
+    /// Who planned it.
+    pub user: &'a str,
+    /// The pool it runs on.
+    pub pool: &'a str,
+    /// It changes data or the catalog.
+    pub write: bool,
+    /// Trino query type.
+    pub kind: &'a str,
+    /// The SQL text (empty for prepared statements).
+    pub sql: &'a str,
+}
+
+/// Ends a query in the registry however its stream ends: at its end (FINISHED), with an
+/// error (FAILED), cancelled, or dropped because the client went away (CANCELLED). For a
+/// statement that writes, refreshes the pool's catalog view once it has run.
+struct QueryGuard {
+    queries: Arc<QueryRegistry>,
+    record: Arc<QueryRecord>,
+    outcome: Option<(QueryState, Option<String>)>,
     wrote: Option<Arc<Pool>>,
 }
 
-impl Drop for Running {
+impl Drop for QueryGuard {
     fn drop(&mut self) {
-        self.map.lock().remove(&self.id);
+        let (state, error) =
+            self.outcome.take().unwrap_or((QueryState::Cancelled, Some("the client went away".into())));
+        self.queries.finish(&self.record, state, error);
         if let Some(pool) = &self.wrote {
             pool.invalidate_catalog();
         }
@@ -44,6 +63,9 @@ impl GatewayService {
         catalog: &str,
         schema: &str,
     ) -> Result<(Analysis, Arc<Pool>)> {
+        if !self.queries.accepting() {
+            return Err(GatewayError::Unavailable("the gateway is shutting down; retry on another replica".into()));
+        }
         if sql.len() > self.settings.max_sql_bytes {
             return Err(GatewayError::ResourceExhausted(format!(
                 "the SQL text is {} bytes; the limit is {} (server.max_sql_size)",
@@ -77,28 +99,47 @@ impl GatewayService {
         descriptor: FlightDescriptor,
     ) -> Result<FlightInfo> {
         let (analysis, pool) = self.admit(ctx, sql, catalog, schema).await?;
-        let worker = pool.pick()?;
-        let _inflight = worker.begin();
-        let request = with_defaults(Request::new(descriptor.clone()), catalog, schema);
-        let info = worker.client().get_flight_info(request).await.map_err(|s| worker.error(s))?.into_inner();
-        Ok(self.seal_info(&ctx.identity.user, &pool.name, info, descriptor, analysis.query_type.is_write()))
+        // Planning has no side effects: a worker that cannot be reached is retried once.
+        let (info, _worker) = pool
+            .call_idempotent(|worker| {
+                let request = with_defaults(Request::new(descriptor.clone()), catalog, schema);
+                async move {
+                    let _inflight = worker.begin();
+                    worker.client().get_flight_info(request).await.map(|r| r.into_inner())
+                }
+            })
+            .await?;
+        let planned = Planned {
+            user: &ctx.identity.user,
+            pool: &pool.name,
+            write: analysis.query_type.is_write(),
+            kind: analysis.query_type.as_str(),
+            sql,
+        };
+        Ok(self.seal_info(&planned, info, descriptor))
     }
 
     /// Replaces each endpoint's worker ticket with a sealed gateway ticket and drops
     /// locations, so clients come back to the gateway on the connection they have.
     pub(crate) fn seal_info(
         &self,
-        user: &str,
-        pool: &str,
+        planned: &Planned<'_>,
         mut info: FlightInfo,
         descriptor: FlightDescriptor,
-        write: bool,
     ) -> FlightInfo {
         for endpoint in &mut info.endpoint {
             let worker_ticket = endpoint.ticket.take().unwrap_or_default();
+            let id = new_id();
+            self.queries.plan(&id, planned.user, planned.pool, planned.kind, planned.sql);
             let sealed = self.sealer.seal(
-                user,
-                Sealed::Query { id: new_id(), pool: pool.to_string(), ticket: worker_ticket.ticket.to_vec(), write },
+                planned.user,
+                Sealed::Query {
+                    id,
+                    pool: planned.pool.to_string(),
+                    ticket: worker_ticket.ticket.to_vec(),
+                    write: planned.write,
+                    kind: planned.kind.to_string(),
+                },
             );
             endpoint.ticket = Some(ticket_bytes(sealed));
             endpoint.location.clear();
@@ -110,27 +151,49 @@ impl GatewayService {
     /// DoGet of a statement ticket: stream the worker's frames through as they are.
     pub(crate) async fn redeem_query(
         &self,
+        ctx: &CallContext,
         id: String,
         pool: &str,
         ticket: Vec<u8>,
         write: bool,
+        kind: &str,
     ) -> Result<FlightDataStream> {
-        if self.cancelled.contains_key(&id) {
-            return Err(GatewayError::Cancelled("the query was cancelled".into()));
-        }
-        let pool = self.router.pool(pool)?;
-        let worker = pool.pick()?;
-        let inflight = worker.begin();
-        let stream = worker
-            .client()
-            .do_get(Ticket { ticket: Bytes::from(ticket) })
-            .await
-            .map_err(|s| worker.error(s))?
-            .into_inner();
-        let flag = Arc::new(CancelFlag::default());
-        self.running.lock().insert(id.clone(), flag.clone());
-        let running = Running { map: self.running.clone(), id, wrote: write.then(|| pool.clone()) };
-        Ok(forward(stream, worker, inflight, flag, running))
+        let record = self
+            .queries
+            .start(&id, &ctx.identity.user, pool, kind)
+            .map_err(|_| GatewayError::Cancelled("the query was cancelled".into()))?;
+        let mut guard = QueryGuard { queries: self.queries.clone(), record, outcome: None, wrote: None };
+        let pool = match self.router.pool(pool) {
+            Ok(pool) => pool,
+            Err(e) => {
+                guard.outcome = Some((QueryState::Failed, Some(e.to_string())));
+                return Err(e);
+            }
+        };
+        // Until the first frame arrives nothing has run for the client: a worker that cannot
+        // be reached is retried once (tickets are self-contained, any worker can serve them).
+        let ticket = Bytes::from(ticket);
+        let started = pool
+            .call_idempotent(|worker| {
+                let ticket = Ticket { ticket: ticket.clone() };
+                async move {
+                    let inflight = worker.begin();
+                    let stream = worker.client().do_get(ticket).await?.into_inner();
+                    Ok((stream, inflight))
+                }
+            })
+            .await;
+        let ((stream, inflight), worker) = match started {
+            Ok(started) => started,
+            Err(e) => {
+                guard.outcome = Some((QueryState::Failed, Some(e.to_string())));
+                return Err(e);
+            }
+        };
+        guard.record.set_worker(&worker.uri);
+        guard.record.set_state(QueryState::Running);
+        guard.wrote = write.then(|| pool.clone());
+        Ok(forward(stream, worker, pool, inflight, guard))
     }
 
     /// DoPut of CommandStatementUpdate: forward the client's stream to a worker.
@@ -192,29 +255,54 @@ where
     Ok(update.record_count)
 }
 
+/// Rows in a FlightData frame, read from its IPC message header (no body decoding).
+fn frame_rows(data: &FlightData) -> u64 {
+    datafusion::arrow::ipc::root_as_message(&data.data_header)
+        .ok()
+        .and_then(|m| m.header_as_record_batch())
+        .map(|b| b.length().max(0) as u64)
+        .unwrap_or(0)
+}
+
 fn forward(
     stream: Streaming<FlightData>,
     worker: Arc<Worker>,
+    pool: Arc<Pool>,
     inflight: InFlight,
-    flag: Arc<CancelFlag>,
-    running: Running,
+    guard: QueryGuard,
 ) -> FlightDataStream {
-    let state = Some((stream, worker, flag, (inflight, running)));
+    let state = Some((stream, worker, pool, (inflight, guard)));
     Box::pin(futures::stream::unfold(state, |state| async move {
-        let (mut stream, worker, flag, guards) = state?;
-        let cancelled = || Status::cancelled("the query was cancelled");
-        if flag.is_cancelled() {
-            return Some((Err(cancelled()), None));
+        let (mut stream, worker, pool, (inflight, mut guard)) = state?;
+        let record = guard.record.clone();
+        let cancelled = |mut guard: QueryGuard| {
+            guard.outcome = Some((QueryState::Cancelled, Some("cancelled".into())));
+            Some((Err(Status::cancelled("the query was cancelled")), None))
+        };
+        if record.cancel.is_cancelled() {
+            return cancelled(guard);
         }
         tokio::select! {
             biased;
             item = stream.message() => match item {
-                Ok(Some(data)) => Some((Ok(data), Some((stream, worker, flag, guards)))),
-                Ok(None) => None,
-                // A worker that fails mid-stream must never look like a complete result.
-                Err(status) => Some((Err(Status::from(worker.error(status))), None)),
+                Ok(Some(data)) => {
+                    record.add_frame(data.data_header.len() + data.data_body.len(), frame_rows(&data));
+                    Some((Ok(data), Some((stream, worker, pool, (inflight, guard)))))
+                }
+                Ok(None) => {
+                    guard.outcome = Some((QueryState::Finished, None));
+                    None
+                }
+                // A worker that fails mid-stream must never look like a complete result, and
+                // it counts against the worker's health. Frames have flowed: no retry.
+                Err(status) => {
+                    pool.observe(&worker, Some(&status));
+                    let status = Status::from(worker.error(status));
+                    guard.outcome = Some((QueryState::Failed, Some(status.message().to_string())));
+                    Some((Err(status), None))
+                }
             },
-            _ = flag.notify.notified() => Some((Err(cancelled()), None)),
+            _ = record.cancel.cancelled() => cancelled(guard),
         }
     }))
 }

@@ -1,8 +1,11 @@
-//! The HTTP side: health, information and metrics. (The admin API grows here.)
+//! The HTTP side: health probes, information, metrics and the admin API (`admin.rs`).
 //!
 //! Every route except the health probes sits behind the same authentication as Flight SQL
 //! (Basic, Bearer session tokens and JWTs, Negotiate): a middleware runs the gateway's
-//! [`AuthState`] and puts the caller's `CallContext` into the request extensions.
+//! [`AuthState`] and puts the caller's `CallContext` into the request extensions. Routes that
+//! change or reveal other users' work also need the admin role (`[admin]`).
+
+mod admin;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -18,7 +21,9 @@ use quiver_auth::{AuthError, AuthFailure};
 use serde_json::{Value, json};
 
 use crate::auth_layer::{AuthState, CallContext};
+use crate::config::AdminConfig;
 use crate::metrics::Metrics;
+use crate::queries::QueryRegistry;
 use crate::router::Router as PoolRouter;
 
 /// State shared by the HTTP handlers.
@@ -33,6 +38,10 @@ pub struct HttpState {
     pub auth: Arc<AuthState>,
     /// The registry behind /metrics.
     pub metrics: Arc<Metrics>,
+    /// Query history (list, kill).
+    pub queries: Arc<QueryRegistry>,
+    /// Who has the admin role.
+    pub admin: AdminConfig,
 }
 
 impl std::fmt::Debug for HttpState {
@@ -47,11 +56,13 @@ pub fn routes(state: Arc<HttpState>) -> Router {
         .route("/v1/info", get(info))
         .route("/v1/whoami", get(whoami))
         .route("/metrics", get(metrics))
+        .merge(admin::routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     // Probes stay open: orchestrators call them without credentials.
     Router::new()
         .route("/health", get(health))
         .route("/health/live", get(health))
+        .route("/health/ready", get(ready))
         .merge(authenticated)
         .with_state(state)
 }
@@ -97,12 +108,37 @@ async fn health() -> &'static str {
     "ok"
 }
 
+/// Ready while the gateway takes new queries and every pool has a usable worker.
+async fn ready(State(state): State<Arc<HttpState>>) -> Response {
+    if !state.queries.accepting() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
+    }
+    for pool in state.router.pools() {
+        if !pool.workers().iter().any(|w| w.usable()) {
+            return (StatusCode::SERVICE_UNAVAILABLE, format!("pool `{}` has no usable worker", pool.name))
+                .into_response();
+        }
+    }
+    "ready".into_response()
+}
+
 async fn whoami(axum::Extension(context): axum::Extension<CallContext>) -> Json<Value> {
     let identity = &context.identity;
     Json(json!({ "user": identity.user, "groups": identity.groups, "method": identity.method }))
 }
 
 async fn metrics(State(state): State<Arc<HttpState>>) -> impl IntoResponse {
+    // Gauges are read off the live state at scrape time.
+    let active: Vec<(String, &'static str)> =
+        state.queries.active_by_state().into_iter().map(|(pool, s)| (pool, s.label())).collect();
+    state.metrics.set_active(&active);
+    let mut workers = Vec::new();
+    for pool in state.router.pools() {
+        for w in pool.workers() {
+            workers.push((pool.name.clone(), w.uri.clone(), admin::state_label(w.state())));
+        }
+    }
+    state.metrics.set_workers(&workers);
     ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], state.metrics.encode())
 }
 

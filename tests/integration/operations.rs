@@ -1,0 +1,275 @@
+//! Operating the gateway: worker health (ejection, re-admission, retries), drain, the query
+//! list and kill through the admin API, and graceful shutdown with a stream in flight.
+
+use std::time::{Duration, Instant};
+
+use arrow_flight::decode::FlightRecordBatchStream;
+use arrow_flight::error::FlightError;
+use futures::{StreamExt, TryStreamExt};
+use quiver_gateway::config::{PoolHealthConfig, QuiverConfig};
+
+use crate::common::*;
+
+/// A gateway whose only pool is the given remote workers, probed every 100 ms.
+fn pool_config(addrs: &[std::net::SocketAddr]) -> QuiverConfig {
+    let mut cfg = gateway_config();
+    let mut pool = remote_pool("workers", addrs);
+    pool.health = PoolHealthConfig {
+        interval_ms: 100,
+        timeout_ms: 500,
+        eject_after_failures: 2,
+        backoff_base_ms: 200,
+        backoff_max_ms: 400,
+    };
+    cfg.pools = vec![pool];
+    cfg.session.default_catalog = Some("tpch".into());
+    cfg.session.default_schema = Some("tiny".into());
+    cfg
+}
+
+async fn pools_json(gw: &quiver_gateway::RunningGateway) -> serde_json::Value {
+    json_body(&http_get(gw.http_addr, "/v1/pools", &[]).await)
+}
+
+async fn worker_state(gw: &quiver_gateway::RunningGateway, addr: std::net::SocketAddr) -> String {
+    let pools = pools_json(gw).await;
+    let uri = format!("grpc://{addr}");
+    pools[0]["workers"].as_array().expect("workers").iter().find(|w| w["uri"] == uri.as_str()).expect("worker")["state"]
+        .as_str()
+        .expect("state")
+        .to_string()
+}
+
+async fn wait_for_state(gw: &quiver_gateway::RunningGateway, addr: std::net::SocketAddr, want: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let state = worker_state(gw, addr).await;
+        if state == want {
+            return;
+        }
+        assert!(Instant::now() < deadline, "worker {addr} stayed {state}, expected {want}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_dead_worker_is_ejected_queries_go_on_and_a_restarted_one_is_readmitted() {
+    let (a, stop_a) = worker(engine_config()).await;
+    let (b, _stop_b) = worker(engine_config()).await;
+    let gw = gateway(pool_config(&[a, b])).await;
+    let mut client = client(gw.flight_addr).await;
+    assert_eq!(rows(&query(&mut client, "SELECT * FROM nation").await), 25);
+    wait_for_state(&gw, a, "HEALTHY").await;
+
+    let _ = stop_a.send(());
+    // Every query keeps working: planning and DoGet starts are retried on the other worker.
+    for _ in 0..10 {
+        assert_eq!(rows(&query(&mut client, "SELECT * FROM region").await), 5);
+    }
+    wait_for_state(&gw, a, "EJECTED").await;
+    assert_eq!(worker_state(&gw, b).await, "HEALTHY");
+    let pools = pools_json(&gw).await;
+    let dead = pools[0]["workers"].as_array().expect("workers").iter().find(|w| w["state"] == "EJECTED").cloned();
+    assert!(dead.expect("ejected worker")["lastError"].is_string(), "{pools}");
+    let metrics = http_get(gw.http_addr, "/metrics", &[]).await;
+    assert!(
+        metrics.contains(&format!(r#"quiver_worker_state{{pool="workers",worker="grpc://{a}",state="EJECTED"}} 1"#)),
+        "{metrics}"
+    );
+
+    // Back where it was: a probe re-admits it.
+    let (_a2, _stop_a2) = worker_at(engine_config(), &a.to_string()).await;
+    wait_for_state(&gw, a, "HEALTHY").await;
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_last_worker_of_a_pool_is_never_ejected() {
+    let (a, stop_a) = worker(engine_config()).await;
+    let gw = gateway(pool_config(&[a])).await;
+    let _ = stop_a.send(());
+    let mut raw = raw(gw.flight_addr).await;
+    let err = raw_query(&mut raw, "SELECT 1").await.expect_err("worker is gone");
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err}");
+    assert!(err.message().contains(&a.to_string()), "names the worker: {err}");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(worker_state(&gw, a).await, "SUSPECT");
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn drained_workers_get_no_new_queries_and_the_query_list_says_where_queries_ran() {
+    let (a, _stop_a) = worker(engine_config()).await;
+    let (b, _stop_b) = worker(engine_config()).await;
+    let gw = gateway(pool_config(&[a, b])).await;
+    let drain = http_request(gw.http_addr, "POST", &format!("/v1/pools/workers/workers/{a}/drain"), &[]).await;
+    assert!(drain.starts_with("HTTP/1.1 204"), "{drain}");
+    assert_eq!(worker_state(&gw, a).await, "DRAINING");
+    let mut client = client(gw.flight_addr).await;
+    for _ in 0..6 {
+        query(&mut client, "SELECT * FROM region").await;
+    }
+    let list = json_body(&http_get(gw.http_addr, "/v1/query", &[]).await);
+    let finished: Vec<&serde_json::Value> =
+        list.as_array().expect("list").iter().filter(|q| q["state"] == "FINISHED").collect();
+    assert!(finished.len() >= 6, "{list}");
+    for q in &finished {
+        assert_eq!(q["worker"], format!("grpc://{b}").as_str(), "a drained worker got a query: {q}");
+        assert_eq!(q["rows"], 5);
+        assert_eq!(q["query"], "SELECT * FROM region");
+        assert_eq!(q["user"], "anonymous");
+    }
+    // Draining the whole pool leaves nothing to run on; undrain brings it back.
+    let drain = http_request(gw.http_addr, "POST", "/v1/pools/workers/drain", &[]).await;
+    assert!(drain.starts_with("HTTP/1.1 204"), "{drain}");
+    let mut raw = raw(gw.flight_addr).await;
+    let err = raw_query(&mut raw, "SELECT 1").await.expect_err("all drained");
+    assert_eq!(err.code(), tonic::Code::Unavailable);
+    assert!(err.message().contains("draining"), "{err}");
+    let ready = http_get(gw.http_addr, "/health/ready", &[]).await;
+    assert!(ready.starts_with("HTTP/1.1 503"), "{ready}");
+    http_request(gw.http_addr, "DELETE", "/v1/pools/workers/drain", &[]).await;
+    assert_eq!(rows(&query(&mut client, "SELECT * FROM region").await), 5);
+    let missing = http_request(gw.http_addr, "POST", "/v1/pools/workers/workers/10.0.0.1:1/drain", &[]).await;
+    assert!(missing.starts_with("HTTP/1.1 404"), "{missing}");
+    gw.shutdown().await;
+}
+
+/// Starts a long stream and returns its decoded batches after the first one arrived.
+async fn start_long_stream(addr: std::net::SocketAddr, rows_total: u64) -> (FlightRecordBatchStream, u64) {
+    let mut client = client(addr).await;
+    let sql = format!("SELECT value, value * 2 AS doubled FROM range({rows_total})");
+    let info = client.execute(sql, None).await.expect("plan");
+    let ticket = info.endpoint[0].ticket.clone().expect("ticket");
+    let mut stream = client.do_get(ticket).await.expect("do_get");
+    let first = stream.next().await.expect("a batch").expect("ok");
+    (stream, first.num_rows() as u64)
+}
+
+#[tokio::test]
+async fn an_operator_kills_a_running_query_and_the_stream_ends_cancelled() {
+    let gw = gateway(gateway_config()).await;
+    let (mut stream, _) = start_long_stream(gw.flight_addr, 500_000_000).await;
+    let list = json_body(&http_get(gw.http_addr, "/v1/query", &[]).await);
+    let running = list.as_array().expect("list").iter().find(|q| q["state"] == "RUNNING").expect("a running query");
+    let id = running["queryId"].as_str().expect("id").to_string();
+    assert!(running["worker"].is_string() && running["rows"].as_u64().expect("rows") > 0, "{running}");
+    let one = json_body(&http_get(gw.http_addr, &format!("/v1/query/{id}"), &[]).await);
+    assert_eq!(one["queryId"], id.as_str());
+
+    let killed = http_request(gw.http_addr, "DELETE", &format!("/v1/query/{id}"), &[]).await;
+    assert!(killed.starts_with("HTTP/1.1 204"), "{killed}");
+    let outcome = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match stream.next().await {
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => return Some(e),
+                None => return None,
+            }
+        }
+    })
+    .await
+    .expect("the stream stops soon after the kill");
+    match outcome {
+        Some(FlightError::Tonic(status)) => assert_eq!(status.code(), tonic::Code::Cancelled, "{status}"),
+        other => panic!("a killed query must end with CANCELLED, not {other:?}"),
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let after = json_body(&http_get(gw.http_addr, &format!("/v1/query/{id}"), &[]).await);
+    assert_eq!(after["state"], "CANCELLED", "{after}");
+    let again = http_request(gw.http_addr, "DELETE", &format!("/v1/query/{id}"), &[]).await;
+    assert!(again.starts_with("HTTP/1.1 409"), "{again}");
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn users_see_and_kill_only_their_own_queries_unless_admin() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = password_config(dir.path());
+    cfg.admin.users = vec!["bob".into()];
+    let gw = gateway(cfg).await;
+    let mut alice = client_as(gw.flight_addr, "alice", "alice-secret").await;
+    query(&mut alice, "SELECT * FROM region").await;
+    let (alice_auth, bob_auth) = (basic_auth("alice", "alice-secret"), basic_auth("bob", "bob-secret"));
+    let a = [("Authorization", alice_auth.as_str())];
+    let b = [("Authorization", bob_auth.as_str())];
+    let mine = json_body(&http_get(gw.http_addr, "/v1/query", &a).await);
+    assert_eq!(mine.as_array().expect("list").len(), 1, "{mine}");
+    let id = mine[0]["queryId"].as_str().expect("id").to_string();
+    // bob is admin: he sees alice's query and the pools.
+    let all = json_body(&http_get(gw.http_addr, "/v1/query", &b).await);
+    assert!(all.as_array().expect("list").iter().any(|q| q["queryId"] == id.as_str()));
+    assert!(http_get(gw.http_addr, "/v1/pools", &b).await.starts_with("HTTP/1.1 200"));
+    // alice is not: no pools, no drain.
+    assert!(http_get(gw.http_addr, "/v1/pools", &a).await.starts_with("HTTP/1.1 403"));
+    let drain = http_request(gw.http_addr, "POST", "/v1/pools/default/drain", &a).await;
+    assert!(drain.starts_with("HTTP/1.1 403"), "{drain}");
+    let unknown = http_get(gw.http_addr, "/v1/query/nope", &a).await;
+    assert!(unknown.starts_with("HTTP/1.1 404"), "{unknown}");
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn graceful_shutdown_refuses_new_queries_and_lets_the_running_stream_finish() {
+    let gw = gateway(gateway_config()).await;
+    let total = 3_000_000;
+    let (stream, first) = start_long_stream(gw.flight_addr, total).await;
+    let http = gw.http_addr;
+    let flight = gw.flight_addr;
+    let shutdown = tokio::spawn(gw.shutdown_gracefully(Duration::from_secs(60)));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let ready = http_get(http, "/health/ready", &[]).await;
+    assert!(ready.starts_with("HTTP/1.1 503") && ready.contains("shutting down"), "{ready}");
+    let mut raw = raw(flight).await;
+    let err = raw_info(&mut raw, "SELECT 1").await.expect_err("new queries are refused");
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err}");
+    assert!(err.message().contains("shutting down"), "{err}");
+
+    // The stream in flight runs to its end.
+    let rest: Vec<_> = stream.try_collect().await.expect("the running stream completes");
+    let got: u64 = first + rest.iter().map(|b| b.num_rows() as u64).sum::<u64>();
+    assert_eq!(got, total);
+    assert!(shutdown.await.expect("join"), "every stream finished within the grace period");
+}
+
+#[tokio::test]
+async fn the_grace_period_ends_with_running_streams_cancelled() {
+    let gw = gateway(gateway_config()).await;
+    let (mut stream, _) = start_long_stream(gw.flight_addr, 500_000_000).await;
+    let shutdown = tokio::spawn(gw.shutdown_gracefully(Duration::from_millis(300)));
+    let outcome = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match stream.next().await {
+                Some(Ok(_)) => tokio::time::sleep(Duration::from_millis(5)).await,
+                Some(Err(e)) => return Some(e),
+                None => return None,
+            }
+        }
+    })
+    .await
+    .expect("the stream ends after the grace period");
+    assert!(outcome.is_some(), "a stream cut by shutdown must not look complete");
+    assert!(!shutdown.await.expect("join"), "reported as not drained");
+}
+
+#[tokio::test]
+async fn per_worker_caps_refuse_with_resource_exhausted_naming_the_pool() {
+    let (a, _stop) = worker(engine_config()).await;
+    let mut cfg = pool_config(&[a]);
+    cfg.pools[0].max_concurrent_per_worker = Some(1);
+    let gw = gateway(cfg).await;
+    let (stream, _) = start_long_stream(gw.flight_addr, 500_000_000).await;
+    let mut raw = raw(gw.flight_addr).await;
+    let err = raw_query(&mut raw, "SELECT 1").await.expect_err("at the cap");
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err}");
+    assert!(err.message().contains("`workers`") && err.message().contains("max_concurrent_per_worker"), "{err}");
+    // Once the stream is gone the slot is free again.
+    drop(stream);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while raw_query(&mut raw, "SELECT 1").await.is_err() {
+        assert!(Instant::now() < deadline, "the slot was never released");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    gw.shutdown().await;
+}
