@@ -73,7 +73,9 @@ mod tests {
 
     #[test]
     fn trino_names_round_trip() {
-        for name in ["SELECT", "EXPLAIN", "DESCRIBE", "INSERT", "UPDATE", "MERGE", "DELETE", "ANALYZE", "DATA_DEFINITION"] {
+        for name in
+            ["SELECT", "EXPLAIN", "DESCRIBE", "INSERT", "UPDATE", "MERGE", "DELETE", "ANALYZE", "DATA_DEFINITION"]
+        {
             assert_eq!(QueryType::from_trino_name(name).map(|t| t.as_str()), Some(name));
         }
         assert_eq!(QueryType::from_trino_name("data_definition"), Some(QueryType::DataDefinition));

@@ -316,4 +316,4 @@ impl ResourceGroupManager {
 
 #[cfg(test)]
 #[path = "manager_tests.rs"]
-mod tests;
+pub(crate) mod tests;

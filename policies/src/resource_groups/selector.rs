@@ -42,6 +42,13 @@ impl SelectedGroup {
     pub(crate) fn template(&self) -> &[NameTemplate] {
         &self.template
     }
+
+    /// A group whose names are all literal (`root.a`), as a selector would return it.
+    #[cfg(test)]
+    pub(crate) fn literal(dotted: &str) -> Self {
+        let template = dotted.split('.').map(|n| NameTemplate::parse(n).expect("literal name")).collect();
+        SelectedGroup { id: GroupId::from_dotted(dotted).expect("dotted id"), template }
+    }
 }
 
 /// Query types Trino knows that Quiver never produces: a selector may name them (the file stays
@@ -86,13 +93,14 @@ impl Selector {
             }
             Ok(Some(regex))
         };
-        let user_patterns = [("user", &raw.user), ("originalUser", &raw.original_user), ("authenticatedUser", &raw.authenticated_user)]
-            .into_iter()
-            .map(|(key, pattern)| compile(key, pattern, true))
-            .collect::<Result<Vec<_>, _>>()?
-            .into_iter()
-            .flatten()
-            .collect();
+        let user_patterns =
+            [("user", &raw.user), ("originalUser", &raw.original_user), ("authenticatedUser", &raw.authenticated_user)]
+                .into_iter()
+                .map(|(key, pattern)| compile(key, pattern, true))
+                .collect::<Result<Vec<_>, _>>()?
+                .into_iter()
+                .flatten()
+                .collect();
         let source = compile("source", &raw.source, true)?;
         let user_group = compile("userGroup", &raw.user_group, false)?;
         let query_type = match &raw.query_type {

@@ -32,7 +32,8 @@ fn user_regex_must_match_the_whole_name() {
 
 #[test]
 fn original_and_authenticated_user_match_the_user() {
-    let s = spec(json!([{"originalUser": "bob", "group": "root.a"}, {"authenticatedUser": "carol", "group": "root.b"}]));
+    let s =
+        spec(json!([{"originalUser": "bob", "group": "root.a"}, {"authenticatedUser": "carol", "group": "root.b"}]));
     assert_eq!(pick(&s, SelectionContext { user: "bob", ..Default::default() }).as_deref(), Some("root.a"));
     assert_eq!(pick(&s, SelectionContext { user: "carol", ..Default::default() }).as_deref(), Some("root.b"));
 }
@@ -41,7 +42,10 @@ fn original_and_authenticated_user_match_the_user() {
 fn user_group_matches_any_of_the_users_groups() {
     let s = spec(json!([{"userGroup": "data-.*", "group": "root.a"}]));
     let groups = vec!["staff".to_string(), "data-eng".to_string()];
-    assert_eq!(pick(&s, SelectionContext { user: "u", groups: &groups, ..Default::default() }).as_deref(), Some("root.a"));
+    assert_eq!(
+        pick(&s, SelectionContext { user: "u", groups: &groups, ..Default::default() }).as_deref(),
+        Some("root.a")
+    );
     let other = vec!["staff".to_string()];
     assert_eq!(pick(&s, SelectionContext { user: "u", groups: &other, ..Default::default() }), None);
     assert_eq!(pick(&s, SelectionContext { user: "u", ..Default::default() }), None);
@@ -50,8 +54,14 @@ fn user_group_matches_any_of_the_users_groups() {
 #[test]
 fn source_needs_a_source_that_matches() {
     let s = spec(json!([{"source": ".*airflow.*", "group": "root.a"}, {"group": "root.b"}]));
-    assert_eq!(pick(&s, SelectionContext { user: "u", source: Some("my-airflow"), ..Default::default() }).as_deref(), Some("root.a"));
-    assert_eq!(pick(&s, SelectionContext { user: "u", source: Some("cli"), ..Default::default() }).as_deref(), Some("root.b"));
+    assert_eq!(
+        pick(&s, SelectionContext { user: "u", source: Some("my-airflow"), ..Default::default() }).as_deref(),
+        Some("root.a")
+    );
+    assert_eq!(
+        pick(&s, SelectionContext { user: "u", source: Some("cli"), ..Default::default() }).as_deref(),
+        Some("root.b")
+    );
     assert_eq!(pick(&s, SelectionContext { user: "u", source: None, ..Default::default() }).as_deref(), Some("root.b"));
 }
 
@@ -74,7 +84,10 @@ fn client_tags_must_all_be_present() {
     let s = spec(json!([{"clientTags": ["hipri", "etl"], "group": "root.a"}]));
     let both = vec!["etl".to_string(), "x".to_string(), "hipri".to_string()];
     let one = vec!["hipri".to_string()];
-    assert_eq!(pick(&s, SelectionContext { user: "u", client_tags: &both, ..Default::default() }).as_deref(), Some("root.a"));
+    assert_eq!(
+        pick(&s, SelectionContext { user: "u", client_tags: &both, ..Default::default() }).as_deref(),
+        Some("root.a")
+    );
     assert_eq!(pick(&s, SelectionContext { user: "u", client_tags: &one, ..Default::default() }), None);
 }
 
@@ -85,9 +98,18 @@ fn all_rules_of_a_selector_must_hold_and_the_first_match_wins() {
         {"user": "alice", "group": "root.b"},
         {"group": "root.c"}
     ]));
-    assert_eq!(pick(&s, SelectionContext { user: "alice", source: Some("cli"), ..Default::default() }).as_deref(), Some("root.a"));
-    assert_eq!(pick(&s, SelectionContext { user: "alice", source: Some("jdbc"), ..Default::default() }).as_deref(), Some("root.b"));
-    assert_eq!(pick(&s, SelectionContext { user: "bob", source: Some("cli"), ..Default::default() }).as_deref(), Some("root.c"));
+    assert_eq!(
+        pick(&s, SelectionContext { user: "alice", source: Some("cli"), ..Default::default() }).as_deref(),
+        Some("root.a")
+    );
+    assert_eq!(
+        pick(&s, SelectionContext { user: "alice", source: Some("jdbc"), ..Default::default() }).as_deref(),
+        Some("root.b")
+    );
+    assert_eq!(
+        pick(&s, SelectionContext { user: "bob", source: Some("cli"), ..Default::default() }).as_deref(),
+        Some("root.c")
+    );
 }
 
 #[test]
@@ -101,7 +123,10 @@ fn templates_expand_user_source_and_named_captures() {
     let bi = bi.expect("selected");
     assert_eq!(bi.id().segments(), ["root", "bi-superset", "kayla"]);
     assert_eq!(bi.template().iter().map(|t| t.as_str()).collect::<Vec<_>>(), ["root", "bi-${tool}", "${USER}"]);
-    assert_eq!(pick(&s, SelectionContext { user: "ann", source: Some("jdbc"), ..Default::default() }).as_deref(), Some("root.src-jdbc.ann"));
+    assert_eq!(
+        pick(&s, SelectionContext { user: "ann", source: Some("jdbc"), ..Default::default() }).as_deref(),
+        Some("root.src-jdbc.ann")
+    );
     assert_eq!(pick(&s, SelectionContext { user: "zed", ..Default::default() }).as_deref(), Some("root.zed"));
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::selector::{SelectionContext, SelectedGroup, Selector};
+use super::selector::{SelectedGroup, SelectionContext, Selector};
 use super::template::NameTemplate;
 use super::units::{MemoryLimit, parse_data_size, parse_duration};
 
@@ -270,7 +270,8 @@ fn validate_group(
 ) -> Result<GroupSpec, SpecError> {
     let field = |key: &str| format!("{path}.{key}");
     let name = NameTemplate::parse(&raw.name).map_err(|e| invalid(field("name"), e))?;
-    let soft_memory_limit = MemoryLimit::parse(&raw.soft_memory_limit).map_err(|e| invalid(field("softMemoryLimit"), e))?;
+    let soft_memory_limit =
+        MemoryLimit::parse(&raw.soft_memory_limit).map_err(|e| invalid(field("softMemoryLimit"), e))?;
     let max_queued = count(raw.max_queued, &field("maxQueued"))?;
     let hard_concurrency_limit = match (raw.hard_concurrency_limit, raw.max_running) {
         (Some(hard), None) => count(hard, &field("hardConcurrencyLimit"))?,

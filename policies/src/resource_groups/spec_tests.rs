@@ -116,16 +116,31 @@ fn json_and_shape_errors_name_the_path() {
 #[test]
 fn every_value_rule_has_its_own_error() {
     let cases: Vec<(&str, Value, &str)> = vec![
-        ("/rootGroups/1/subGroups", json!([{"name": "x", "softMemoryLimit": "1GB", "maxQueued": 1, "hardConcurrencyLimit": -1}]),
-         "rootGroups[1].subGroups[0].hardConcurrencyLimit: must be >= 0"),
+        (
+            "/rootGroups/1/subGroups",
+            json!([{"name": "x", "softMemoryLimit": "1GB", "maxQueued": 1, "hardConcurrencyLimit": -1}]),
+            "rootGroups[1].subGroups[0].hardConcurrencyLimit: must be >= 0",
+        ),
         ("/rootGroups/0/maxQueued", json!(-3), "rootGroups[0].maxQueued: must be >= 0"),
-        ("/rootGroups/0/softConcurrencyLimit", json!(11), "rootGroups[0].softConcurrencyLimit: must be <= hardConcurrencyLimit (10)"),
+        (
+            "/rootGroups/0/softConcurrencyLimit",
+            json!(11),
+            "rootGroups[0].softConcurrencyLimit: must be <= hardConcurrencyLimit (10)",
+        ),
         ("/rootGroups/0/softConcurrencyLimit", json!(-1), "rootGroups[0].softConcurrencyLimit: must be >= 0"),
         ("/rootGroups/0/maxRunning", json!(4), "rootGroups[0].maxRunning: is the old name"),
         ("/rootGroups/0/softMemoryLimit", json!("lots"), "rootGroups[0].softMemoryLimit: 'lots' is not a data size"),
         ("/rootGroups/0/softMemoryLimit", json!("150%"), "rootGroups[0].softMemoryLimit: '150%' is more than 100%"),
-        ("/rootGroups/0/schedulingPolicy", json!("round_robin"), "rootGroups[0].schedulingPolicy: unknown policy 'round_robin'"),
-        ("/rootGroups/0/subGroups/0/name", json!("etl"), "rootGroups[0].subGroups[1].name: duplicate group name 'etl' (also rootGroups[0].subGroups[0])"),
+        (
+            "/rootGroups/0/schedulingPolicy",
+            json!("round_robin"),
+            "rootGroups[0].schedulingPolicy: unknown policy 'round_robin'",
+        ),
+        (
+            "/rootGroups/0/subGroups/0/name",
+            json!("etl"),
+            "rootGroups[0].subGroups[1].name: duplicate group name 'etl' (also rootGroups[0].subGroups[0])",
+        ),
         ("/rootGroups/1/name", json!("global"), "rootGroups[1].name: duplicate group name 'global'"),
         ("/rootGroups/1/name", json!("a.b"), "rootGroups[1].name: group name 'a.b' contains a '.'"),
         ("/rootGroups/1/name", json!("x-${"), "rootGroups[1].name: group name 'x-${' has a '$'"),
@@ -133,7 +148,11 @@ fn every_value_rule_has_its_own_error() {
         ("/rootGroups/1/hardCpuLimit", json!("1h"), "rootGroups[1].hardCpuLimit: CPU limits need cpuQuotaPeriod"),
         ("/cpuQuotaPeriod", json!("0s"), "cpuQuotaPeriod: must be greater than zero"),
         ("/cpuQuotaPeriod", json!("soon"), "cpuQuotaPeriod: 'soon' is not a duration"),
-        ("/selectors/0/group", json!("global.adhocc"), "selectors[0].group: 'global.adhocc' is not a group defined in rootGroups"),
+        (
+            "/selectors/0/group",
+            json!("global.adhocc"),
+            "selectors[0].group: 'global.adhocc' is not a group defined in rootGroups",
+        ),
         ("/selectors/0/group", json!("global"), "selectors[0].group: 'global' has sub-groups"),
         ("/selectors/0/group", json!("global..adhoc"), "selectors[0].group: group name is empty"),
         ("/selectors/0/user", json!("(unclosed"), "selectors[0].user: invalid regular expression"),
@@ -179,7 +198,9 @@ fn cpu_and_weight_rules_follow_trino() {
     let mut doc = base();
     doc["rootGroups"][0]["schedulingPolicy"] = json!("query_priority");
     doc["rootGroups"][0]["subGroups"][0]["schedulingPolicy"] = json!("fair");
-    assert!(error(doc.clone()).starts_with("rootGroups[0].subGroups[0].schedulingPolicy: the parent uses query_priority"));
+    assert!(
+        error(doc.clone()).starts_with("rootGroups[0].subGroups[0].schedulingPolicy: the parent uses query_priority")
+    );
     doc["rootGroups"][0]["subGroups"][0]["schedulingPolicy"] = json!("query_priority");
     let spec = parse(&doc).expect("valid");
     // The sub-group that says nothing inherits query_priority.

@@ -177,9 +177,10 @@ impl ResourceGroupManager {
     /// Creates every group whose whole path is literal (no template), so they show in the state
     /// API before their first query.
     pub(super) fn create_literal_groups(&mut self) {
-        let mut pending: Vec<Vec<NameTemplate>> =
+        // Breadth first, in file order, so groups list as the file has them.
+        let mut pending: std::collections::VecDeque<Vec<NameTemplate>> =
             self.spec.root_groups().iter().map(|g| vec![g.name.clone()]).collect();
-        while let Some(template) = pending.pop() {
+        while let Some(template) = pending.pop_front() {
             if template.iter().any(NameTemplate::is_template) {
                 continue;
             }
@@ -191,7 +192,7 @@ impl ResourceGroupManager {
                 for sub in &spec.sub_groups {
                     let mut child = template.clone();
                     child.push(sub.name.clone());
-                    pending.push(child);
+                    pending.push_back(child);
                 }
             }
         }

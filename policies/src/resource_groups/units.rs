@@ -58,7 +58,8 @@ pub fn parse_data_size(text: &str) -> Result<u64, String> {
 
 /// Parses an airlift duration: a decimal number and a unit `ns`, `us`, `ms`, `s`, `m`, `h`, `d`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let (number, unit) = split_number_unit(text).ok_or_else(|| format!("'{text}' is not a duration like '1h' or '30s'"))?;
+    let (number, unit) =
+        split_number_unit(text).ok_or_else(|| format!("'{text}' is not a duration like '1h' or '30s'"))?;
     let seconds_per_unit = match unit {
         "ns" => 1e-9,
         "us" => 1e-6,
@@ -77,7 +78,7 @@ pub fn format_data_size(bytes: u64) -> String {
     const UNITS: [(&str, u32); 5] = [("PB", 50), ("TB", 40), ("GB", 30), ("MB", 20), ("kB", 10)];
     for (unit, shift) in UNITS {
         let size = 1u64 << shift;
-        if bytes >= size && bytes % size == 0 {
+        if bytes >= size && bytes.is_multiple_of(size) {
             return format!("{}{unit}", bytes / size);
         }
     }
