@@ -187,17 +187,17 @@ mod tests {
 
     #[test]
     fn rejects_unknown_keys_missing_backend_and_bad_paths() {
-        let e = parse(r#"{"policy_uri": "data.trino.allow", "embeded": {"path": "x"}}"#).unwrap_err();
+        let e = parse(r#"{"policy_uri": "data.trino.allow", "embeded": {"path": "x"}}"#).expect_err("must be rejected");
         assert!(e.contains("unknown field `embeded`"), "{e}");
-        let e = parse(r#"{"policy_uri": "data.trino.allow"}"#).unwrap_err();
+        let e = parse(r#"{"policy_uri": "data.trino.allow"}"#).expect_err("must be rejected");
         assert!(e.contains("set `embedded`"), "{e}");
-        let e = parse(r#"{"policy_uri": "trino/allow", "embedded": {"path": "x"}}"#).unwrap_err();
+        let e = parse(r#"{"policy_uri": "trino/allow", "embedded": {"path": "x"}}"#).expect_err("must be rejected");
         assert!(e.contains("opa.policy_uri"), "{e}");
         let e = parse(r#"{"policy_uri": "data.trino.allow", "row_filters_policy_uri": "data.trino.",
             "embedded": {"path": "x"}}"#)
-        .unwrap_err();
+        .expect_err("must be rejected");
         assert!(e.contains("opa.row_filters_policy_uri"), "{e}");
-        let e = parse(r#"{"policy_uri": "data.trino.allow", "remote": {}}"#).unwrap_err();
+        let e = parse(r#"{"policy_uri": "data.trino.allow", "remote": {}}"#).expect_err("must be rejected");
         assert!(e.contains("OPA data API URL"), "{e}");
     }
 }

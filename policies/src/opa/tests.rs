@@ -241,12 +241,12 @@ async fn broken_policy_keeps_the_previous_version_and_reports_why() {
 #[tokio::test]
 async fn a_policy_that_does_not_load_at_start_is_an_error() {
     let dir = policy_dir("allow if {{");
-    let e = OpaAuthorizer::from_config(OpaConfig::embedded(dir.path(), "data.trino.allow")).unwrap_err();
+    let e = OpaAuthorizer::from_config(OpaConfig::embedded(dir.path(), "data.trino.allow")).expect_err("must be rejected");
     assert!(matches!(&e, PolicyError::Unavailable(m) if m.contains("p.rego")), "{e}");
     let dir = policy_dir("");
     let mut c = OpaConfig::embedded(dir.path(), "data.trino.allow");
     c.row_filters_policy_uri = Some("data.trino.rowFilters".into());
-    let e = OpaAuthorizer::from_config(c).unwrap_err();
+    let e = OpaAuthorizer::from_config(c).expect_err("must be rejected");
     assert!(matches!(&e, PolicyError::Unavailable(m) if m.contains("data.trino.rowFilters")), "{e}");
 }
 
