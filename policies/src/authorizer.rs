@@ -87,10 +87,8 @@ pub trait Authorizer: Send + Sync + 'static {
         table: &TableRef,
         columns: &[String],
     ) -> Result<Vec<usize>, PolicyError> {
-        let resources: Vec<Resource> = columns
-            .iter()
-            .map(|c| Resource::Table { table: table.clone(), columns: vec![c.clone()] })
-            .collect();
+        let resources: Vec<Resource> =
+            columns.iter().map(|c| Resource::Table { table: table.clone(), columns: vec![c.clone()] }).collect();
         self.filter(identity, Operation::FilterColumns, &resources).await
     }
 

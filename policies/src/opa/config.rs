@@ -148,7 +148,9 @@ impl OpaConfig {
             } else {
                 let ok = (path.starts_with("http://") || path.starts_with("https://")) && path.contains("/v1/data/");
                 if !ok {
-                    return Err(format!("opa.{key}: {path:?} is not an OPA data API URL like http://opa:8181/v1/data/trino/allow"));
+                    return Err(format!(
+                        "opa.{key}: {path:?} is not an OPA data API URL like http://opa:8181/v1/data/trino/allow"
+                    ));
                 }
             }
         }
@@ -178,8 +180,10 @@ mod tests {
 
     #[test]
     fn accepts_embedded_and_remote() {
-        let c = parse(r#"{"policy_uri": "data.trino.allow", "batch_policy_uri": "data.trino.batch",
-            "embedded": {"path": "conf/policies"}}"#);
+        let c = parse(
+            r#"{"policy_uri": "data.trino.allow", "batch_policy_uri": "data.trino.batch",
+            "embedded": {"path": "conf/policies"}}"#,
+        );
         assert_eq!(c.map(|c| c.paths().len()), Ok(2));
         let c = parse(r#"{"policy_uri": "http://127.0.0.1:8181/v1/data/trino/allow", "remote": {}}"#);
         assert_eq!(c.map(|c| c.remote.map(|r| r.timeout_ms)), Ok(Some(2000)));
@@ -193,8 +197,10 @@ mod tests {
         assert!(e.contains("set `embedded`"), "{e}");
         let e = parse(r#"{"policy_uri": "trino/allow", "embedded": {"path": "x"}}"#).expect_err("must be rejected");
         assert!(e.contains("opa.policy_uri"), "{e}");
-        let e = parse(r#"{"policy_uri": "data.trino.allow", "row_filters_policy_uri": "data.trino.",
-            "embedded": {"path": "x"}}"#)
+        let e = parse(
+            r#"{"policy_uri": "data.trino.allow", "row_filters_policy_uri": "data.trino.",
+            "embedded": {"path": "x"}}"#,
+        )
         .expect_err("must be rejected");
         assert!(e.contains("opa.row_filters_policy_uri"), "{e}");
         let e = parse(r#"{"policy_uri": "data.trino.allow", "remote": {}}"#).expect_err("must be rejected");

@@ -207,7 +207,8 @@ fn build(config: &EmbeddedConfig, rules: &[String], fingerprint: Fingerprint) ->
                 .add_policy(file.to_string_lossy().into_owned(), text)
                 .map_err(|e| format!("policy file {}: {e}", file.display()))?;
         } else {
-            let data = regorus::Value::from_json_str(&text).map_err(|e| format!("data file {}: {e}", file.display()))?;
+            let data =
+                regorus::Value::from_json_str(&text).map_err(|e| format!("data file {}: {e}", file.display()))?;
             engine.add_data(data).map_err(|e| format!("data file {}: {e}", file.display()))?;
         }
     }

@@ -30,10 +30,7 @@ impl InputContext<'_> {
     /// `input.context` as JSON.
     fn to_json(&self) -> Value {
         let mut context = Map::new();
-        context.insert(
-            "identity".into(),
-            json!({"user": self.identity.user, "groups": self.identity.groups}),
-        );
+        context.insert("identity".into(), json!({"user": self.identity.user, "groups": self.identity.groups}));
         context.insert("softwareStack".into(), json!({"trinoVersion": self.trino_version}));
         if let Some(id) = self.query_id {
             context.insert("queryId".into(), Value::String(id.to_owned()));
@@ -47,9 +44,7 @@ pub fn resource_json(resource: &Resource) -> Option<Value> {
     match resource {
         Resource::None => None,
         Resource::Catalog(name) => Some(json!({"catalog": {"name": name}})),
-        Resource::Schema { catalog, schema } => {
-            Some(json!({"schema": {"catalogName": catalog, "schemaName": schema}}))
-        }
+        Resource::Schema { catalog, schema } => Some(json!({"schema": {"catalogName": catalog, "schemaName": schema}})),
         Resource::Table { table, columns } => Some(table_json(table, columns)),
         Resource::Column { table, column, column_type } => Some(json!({"column": {
             "catalogName": table.catalog,
@@ -135,7 +130,10 @@ mod tests {
         let id = alice();
         let c = ctx(&id);
         let doc = single(&c, Operation::AccessCatalog, &Resource::Catalog("tpch".into()));
-        assert_eq!(doc["input"]["action"], json!({"operation": "AccessCatalog", "resource": {"catalog": {"name": "tpch"}}}));
+        assert_eq!(
+            doc["input"]["action"],
+            json!({"operation": "AccessCatalog", "resource": {"catalog": {"name": "tpch"}}})
+        );
 
         let schema = Resource::Schema { catalog: "tpch".into(), schema: "sf1".into() };
         let doc = single(&c, Operation::ShowTables, &schema);

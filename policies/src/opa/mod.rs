@@ -100,7 +100,12 @@ impl OpaAuthorizer {
     }
 
     /// Evaluates the allow rule for one resource.
-    async fn allowed(&self, identity: &Identity, operation: Operation, resource: &Resource) -> Result<bool, PolicyError> {
+    async fn allowed(
+        &self,
+        identity: &Identity,
+        operation: Operation,
+        resource: &Resource,
+    ) -> Result<bool, PolicyError> {
         let doc = input::single(&self.context(identity), operation, resource);
         let path = &self.config.policy_uri;
         match self.source.evaluate(path, &doc).await? {
@@ -189,7 +194,8 @@ impl OpaAuthorizer {
             };
             for item in items {
                 let index = item.get("index").and_then(Value::as_u64).and_then(|i| usize::try_from(i).ok());
-                let (Some(column), Some(view)) = (index.and_then(|i| columns.get(i)), item.get("viewExpression")) else {
+                let (Some(column), Some(view)) = (index.and_then(|i| columns.get(i)), item.get("viewExpression"))
+                else {
                     return Err(wrong_type(path, "{index, viewExpression} with an index in range", &item));
                 };
                 let mask = view_expression::<ColumnMask>(path, view.clone())?;

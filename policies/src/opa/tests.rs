@@ -140,10 +140,7 @@ async fn batch_and_per_item_filters_agree() {
 async fn analysts_get_their_region_filter() {
     let opa = example(true);
     let expr = |e: &str| vec![RowFilter { expression: e.into(), identity: None }];
-    assert_eq!(
-        opa.row_filters(&alice(), &table("customer")).await,
-        Ok(expr("c_nationkey IN (6, 7, 19, 22, 23)"))
-    );
+    assert_eq!(opa.row_filters(&alice(), &table("customer")).await, Ok(expr("c_nationkey IN (6, 7, 19, 22, 23)")));
     assert_eq!(opa.row_filters(&alice(), &table("nation")).await, Ok(expr("n_regionkey = 3")));
     assert_eq!(opa.row_filters(&carol(), &table("customer")).await, Ok(expr("c_nationkey IN (1, 2, 3, 17, 24)")));
     assert_eq!(opa.row_filters(&carol(), &table("region")).await, Ok(expr("r_regionkey = 1")));
@@ -203,7 +200,11 @@ async fn policy_reloads_when_a_file_changes() {
     assert_eq!(opa.check(&alice(), Operation::ExecuteQuery, &Resource::None).await, Ok(()));
     assert!(is_denied(opa.check(&bob(), Operation::ExecuteQuery, &Resource::None).await));
 
-    write(dir.path(), "p.rego", "package trino\nimport rego.v1\ndefault allow := false\nallow if input.context.identity.user == \"bob\"\n");
+    write(
+        dir.path(),
+        "p.rego",
+        "package trino\nimport rego.v1\ndefault allow := false\nallow if input.context.identity.user == \"bob\"\n",
+    );
     assert_eq!(opa.check(&bob(), Operation::ExecuteQuery, &Resource::None).await, Ok(()));
     assert!(is_denied(opa.check(&alice(), Operation::ExecuteQuery, &Resource::None).await));
     assert_ne!(opa.status().version, v1);
@@ -241,7 +242,8 @@ async fn broken_policy_keeps_the_previous_version_and_reports_why() {
 #[tokio::test]
 async fn a_policy_that_does_not_load_at_start_is_an_error() {
     let dir = policy_dir("allow if {{");
-    let e = OpaAuthorizer::from_config(OpaConfig::embedded(dir.path(), "data.trino.allow")).expect_err("must be rejected");
+    let e =
+        OpaAuthorizer::from_config(OpaConfig::embedded(dir.path(), "data.trino.allow")).expect_err("must be rejected");
     assert!(matches!(&e, PolicyError::Unavailable(m) if m.contains("p.rego")), "{e}");
     let dir = policy_dir("");
     let mut c = OpaConfig::embedded(dir.path(), "data.trino.allow");

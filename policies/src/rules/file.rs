@@ -14,7 +14,9 @@ impl Pattern {
     fn compile(key: &str, p: Option<&str>) -> Result<Self, String> {
         match p {
             None => Ok(Pattern(None)),
-            Some(p) => Regex::new(&format!("^(?:{p})$")).map(|r| Pattern(Some(r))).map_err(|e| format!("{key} {p:?}: {e}")),
+            Some(p) => {
+                Regex::new(&format!("^(?:{p})$")).map(|r| Pattern(Some(r))).map_err(|e| format!("{key} {p:?}: {e}"))
+            }
         }
     }
 
@@ -267,11 +269,16 @@ impl Rules {
                                 "all" => CatalogAccess::All,
                                 "read-only" => CatalogAccess::ReadOnly,
                                 "none" => CatalogAccess::None,
-                                other => return Err(at("catalogs", i)(format!("allow {other:?}: expected all, read-only or none"))),
+                                other => {
+                                    return Err(at("catalogs", i)(format!(
+                                        "allow {other:?}: expected all, read-only or none"
+                                    )));
+                                }
                             },
                         };
                         Ok(CatalogRule {
-                            who: Principal::compile(r.user.as_deref(), r.role.as_deref(), r.group.as_deref()).map_err(at("catalogs", i))?,
+                            who: Principal::compile(r.user.as_deref(), r.role.as_deref(), r.group.as_deref())
+                                .map_err(at("catalogs", i))?,
                             catalog: Pattern::compile("catalog", r.catalog.as_deref()).map_err(at("catalogs", i))?,
                             access,
                         })
@@ -287,7 +294,8 @@ impl Rules {
                     .enumerate()
                     .map(|(i, r)| {
                         Ok(SchemaRule {
-                            who: Principal::compile(r.user.as_deref(), r.role.as_deref(), r.group.as_deref()).map_err(at("schemas", i))?,
+                            who: Principal::compile(r.user.as_deref(), r.role.as_deref(), r.group.as_deref())
+                                .map_err(at("schemas", i))?,
                             catalog: Pattern::compile("catalog", r.catalog.as_deref()).map_err(at("schemas", i))?,
                             schema: Pattern::compile("schema", r.schema.as_deref()).map_err(at("schemas", i))?,
                             owner: r.owner,
@@ -304,7 +312,8 @@ impl Rules {
                     .enumerate()
                     .map(|(i, r)| {
                         Ok(TableRule {
-                            who: Principal::compile(r.user.as_deref(), r.role.as_deref(), r.group.as_deref()).map_err(at("tables", i))?,
+                            who: Principal::compile(r.user.as_deref(), r.role.as_deref(), r.group.as_deref())
+                                .map_err(at("tables", i))?,
                             catalog: Pattern::compile("catalog", r.catalog.as_deref()).map_err(at("tables", i))?,
                             schema: Pattern::compile("schema", r.schema.as_deref()).map_err(at("tables", i))?,
                             table: Pattern::compile("table", r.table.as_deref()).map_err(at("tables", i))?,
@@ -325,7 +334,8 @@ impl Rules {
                     .enumerate()
                     .map(|(i, r)| {
                         Ok(QueryRule {
-                            who: Principal::compile(r.user.as_deref(), r.role.as_deref(), r.group.as_deref()).map_err(at("queries", i))?,
+                            who: Principal::compile(r.user.as_deref(), r.role.as_deref(), r.group.as_deref())
+                                .map_err(at("queries", i))?,
                             owner_specific: r.query_owner.is_some(),
                             execute: r.allow.iter().any(|a| a == "execute"),
                         })
@@ -384,7 +394,10 @@ impl Rules {
             Some(rules) => rules
                 .iter()
                 .find(|r| {
-                    r.who.matches(user, groups) && r.catalog.matches(catalog) && r.schema.matches(schema) && r.table.matches(table)
+                    r.who.matches(user, groups)
+                        && r.catalog.matches(catalog)
+                        && r.schema.matches(schema)
+                        && r.table.matches(table)
                 })
                 .map(Some)
                 .ok_or(()),

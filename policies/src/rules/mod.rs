@@ -143,7 +143,15 @@ impl RulesAuthorizer {
         self.current.read().clone()
     }
 
-    fn audit(&self, id: &Identity, op: Operation, resource: String, decision: Decision, version: String, start: Instant) {
+    fn audit(
+        &self,
+        id: &Identity,
+        op: Operation,
+        resource: String,
+        decision: Decision,
+        version: String,
+        start: Instant,
+    ) {
         self.audit.record(DecisionEvent {
             user: &id.user,
             groups: &id.groups,
@@ -198,7 +206,10 @@ fn allows(rules: &Rules, id: &Identity, op: Operation, resource: &Resource) -> b
             // Denied columns (`"allow": false`) may not be read, updated or listed.
             let columns_matter = matches!(
                 op,
-                Operation::SelectFromColumns | Operation::UpdateTableColumns | Operation::FilterColumns | Operation::ShowColumns
+                Operation::SelectFromColumns
+                    | Operation::UpdateTableColumns
+                    | Operation::FilterColumns
+                    | Operation::ShowColumns
             );
             granted && (!columns_matter || rule.columns_allowed(columns))
         }
@@ -248,7 +259,8 @@ impl Authorizer for RulesAuthorizer {
     async fn row_filters(&self, identity: &Identity, table: &TableRef) -> Result<Vec<RowFilter>, PolicyError> {
         let start = Instant::now();
         let loaded = self.rules();
-        let rule = loaded.rules.table_rule(&identity.user, &identity.groups, &table.catalog, &table.schema, &table.table);
+        let rule =
+            loaded.rules.table_rule(&identity.user, &identity.groups, &table.catalog, &table.schema, &table.table);
         let filters: Vec<RowFilter> = match rule {
             Ok(Some(rule)) => rule
                 .filter
@@ -258,7 +270,14 @@ impl Authorizer for RulesAuthorizer {
             _ => Vec::new(),
         };
         let decision = Decision::RowFilters(filters.len());
-        self.audit(identity, Operation::GetRowFilters, format!("table {table}"), decision, loaded.version.clone(), start);
+        self.audit(
+            identity,
+            Operation::GetRowFilters,
+            format!("table {table}"),
+            decision,
+            loaded.version.clone(),
+            start,
+        );
         Ok(filters)
     }
 
@@ -270,7 +289,8 @@ impl Authorizer for RulesAuthorizer {
     ) -> Result<BTreeMap<String, ColumnMask>, PolicyError> {
         let start = Instant::now();
         let loaded = self.rules();
-        let rule = loaded.rules.table_rule(&identity.user, &identity.groups, &table.catalog, &table.schema, &table.table);
+        let rule =
+            loaded.rules.table_rule(&identity.user, &identity.groups, &table.catalog, &table.schema, &table.table);
         let mut masks = BTreeMap::new();
         if let Ok(Some(rule)) = rule {
             for c in columns {
@@ -282,7 +302,14 @@ impl Authorizer for RulesAuthorizer {
             }
         }
         let decision = Decision::ColumnMasks(masks.len());
-        self.audit(identity, Operation::GetColumnMask, format!("table {table}"), decision, loaded.version.clone(), start);
+        self.audit(
+            identity,
+            Operation::GetColumnMask,
+            format!("table {table}"),
+            decision,
+            loaded.version.clone(),
+            start,
+        );
         Ok(masks)
     }
 }

@@ -111,7 +111,10 @@ async fn first_matching_rule_wins() {
 #[tokio::test]
 async fn missing_sections_allow_and_role_rules_never_match() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let rules = from_text(dir.path(), r#"{"queries": [{"role": "admin", "allow": ["execute"]}, {"user": "bob", "allow": ["execute"]}]}"#);
+    let rules = from_text(
+        dir.path(),
+        r#"{"queries": [{"role": "admin", "allow": ["execute"]}, {"user": "bob", "allow": ["execute"]}]}"#,
+    );
     let whole = columns("customer", &[]);
     assert_eq!(rules.check(&bob(), Operation::DropTable, &whole).await, Ok(()));
     assert_eq!(rules.check(&bob(), Operation::ExecuteQuery, &Resource::None).await, Ok(()));
@@ -129,7 +132,8 @@ async fn bad_files_are_rejected_at_start_and_kept_out_on_reload() {
         (r#"{"catalog": []}"#, "unknown field `catalog`"),
     ] {
         std::fs::write(&path, text).expect("write");
-        let e = RulesAuthorizer::load(RulesConfig { path: path.clone(), reload_check_ms: 0 }).expect_err("must be rejected");
+        let e = RulesAuthorizer::load(RulesConfig { path: path.clone(), reload_check_ms: 0 })
+            .expect_err("must be rejected");
         assert!(e.to_string().contains(needle), "{e}");
     }
 

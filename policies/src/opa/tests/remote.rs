@@ -25,7 +25,9 @@ async fn data_api(State(s): State<Arc<Server>>, UrlPath(path): UrlPath<String>, 
     engine.set_input(regorus::Value::from(doc.get("input").cloned().unwrap_or(Value::Null)));
     let rule = format!("data.{}", path.trim_matches('/').replace('/', "."));
     match engine.eval_rule(rule) {
-        Ok(v) if v != regorus::Value::Undefined => axum::Json(json!({"result": serde_json::to_value(&v).unwrap_or(Value::Null)})),
+        Ok(v) if v != regorus::Value::Undefined => {
+            axum::Json(json!({"result": serde_json::to_value(&v).unwrap_or(Value::Null)}))
+        }
         // OPA answers an undefined document with an empty object.
         _ => axum::Json(json!({})),
     }
@@ -74,10 +76,8 @@ async fn remote_decisions_match_the_policy() {
     assert_eq!(opa.filter(&alice(), Operation::FilterTables, &tables).await, Ok(vec![0]));
     let filters = opa.row_filters(&alice(), &table("nation")).await.expect("filters");
     assert_eq!(filters, vec![RowFilter { expression: "n_regionkey = 3".into(), identity: None }]);
-    let masks = opa
-        .column_masks(&bob(), &table("customer"), &[ColumnInfo::new("c_phone", "varchar")])
-        .await
-        .expect("masks");
+    let masks =
+        opa.column_masks(&bob(), &table("customer"), &[ColumnInfo::new("c_phone", "varchar")]).await.expect("masks");
     assert_eq!(masks.keys().collect::<Vec<_>>(), ["c_phone"]);
     assert_eq!(opa.status().backend, "opa-remote");
 }
