@@ -1,9 +1,49 @@
 //! The authorizer seam.
 
+use std::collections::BTreeMap;
+
 use async_trait::async_trait;
 use quiver_auth::Identity;
+use serde::{Deserialize, Serialize};
 
-use crate::{Operation, Resource};
+use crate::{Operation, Resource, TableRef};
+
+/// A row filter: a SQL boolean expression over the table's columns. Every filter of a table
+/// applies (they are ANDed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RowFilter {
+    /// The SQL predicate, e.g. `c_nationkey IN (1, 2)`.
+    pub expression: String,
+    /// The user the expression is evaluated as (Trino's `identity`), if not the caller.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
+}
+
+/// A column mask: a SQL expression that replaces the column's values (same name and type).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ColumnMask {
+    /// The SQL expression, e.g. `'****'` or `substr(c_phone, 1, 3)`.
+    pub expression: String,
+    /// The user the expression is evaluated as (Trino's `identity`), if not the caller.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
+}
+
+/// A column of a table, as column masks are asked for.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ColumnInfo {
+    /// Column name.
+    pub name: String,
+    /// Column type as the engine names it (`varchar`, `bigint`, ...).
+    pub column_type: String,
+}
+
+impl ColumnInfo {
+    /// A column from its name and type.
+    pub fn new(name: impl Into<String>, column_type: impl Into<String>) -> Self {
+        ColumnInfo { name: name.into(), column_type: column_type.into() }
+    }
+}
 
 /// Why an operation was not allowed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -37,6 +77,35 @@ pub trait Authorizer: Send + Sync + 'static {
         operation: Operation,
         resources: &[Resource],
     ) -> Result<Vec<usize>, PolicyError>;
+
+    /// Batch `FilterColumns` for one table: the indices of `columns` the caller may see, in
+    /// ascending order. The default asks [`Authorizer::filter`] with one table resource per
+    /// column.
+    async fn filter_columns(
+        &self,
+        identity: &Identity,
+        table: &TableRef,
+        columns: &[String],
+    ) -> Result<Vec<usize>, PolicyError> {
+        let resources: Vec<Resource> =
+            columns.iter().map(|c| Resource::Table { table: table.clone(), columns: vec![c.clone()] }).collect();
+        self.filter(identity, Operation::FilterColumns, &resources).await
+    }
+
+    /// The row filters for `table` (all apply). Default: none.
+    async fn row_filters(&self, _identity: &Identity, _table: &TableRef) -> Result<Vec<RowFilter>, PolicyError> {
+        Ok(Vec::new())
+    }
+
+    /// The masks for those of `columns` that are masked, by column name. Default: none.
+    async fn column_masks(
+        &self,
+        _identity: &Identity,
+        _table: &TableRef,
+        _columns: &[ColumnInfo],
+    ) -> Result<BTreeMap<String, ColumnMask>, PolicyError> {
+        Ok(BTreeMap::new())
+    }
 }
 
 /// Allows everything. The default until a policy is configured.
@@ -64,6 +133,11 @@ mod tests {
         assert_eq!(AllowAll.check(&id, Operation::ExecuteQuery, &Resource::None).await, Ok(()));
         let rs = vec![Resource::Catalog("a".into()), Resource::Catalog("b".into())];
         assert_eq!(AllowAll.filter(&id, Operation::FilterCatalogs, &rs).await, Ok(vec![0, 1]));
+        let t = TableRef::new("c", "s", "t");
+        assert_eq!(AllowAll.filter_columns(&id, &t, &["a".into(), "b".into()]).await, Ok(vec![0, 1]));
+        assert_eq!(AllowAll.row_filters(&id, &t).await, Ok(vec![]));
+        let cols = [ColumnInfo::new("a", "varchar")];
+        assert_eq!(AllowAll.column_masks(&id, &t, &cols).await, Ok(BTreeMap::new()));
     }
 
     #[test]

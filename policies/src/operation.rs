@@ -35,9 +35,25 @@ pub enum Operation {
     CreateTable,
     /// Drop a table.
     DropTable,
+    /// Fetch the row filters of a table (not an allow/deny decision).
+    GetRowFilters,
+    /// Fetch the mask of a column (not an allow/deny decision).
+    GetColumnMask,
 }
 
 impl Operation {
+    /// True for operations that change data or the catalog (denied on a read-only catalog).
+    pub fn is_write(&self) -> bool {
+        matches!(
+            self,
+            Operation::InsertIntoTable
+                | Operation::DeleteFromTable
+                | Operation::UpdateTableColumns
+                | Operation::CreateTable
+                | Operation::DropTable
+        )
+    }
+
     /// The name Trino uses.
     pub fn as_str(&self) -> &'static str {
         match self {
@@ -56,6 +72,8 @@ impl Operation {
             Operation::UpdateTableColumns => "UpdateTableColumns",
             Operation::CreateTable => "CreateTable",
             Operation::DropTable => "DropTable",
+            Operation::GetRowFilters => "GetRowFilters",
+            Operation::GetColumnMask => "GetColumnMask",
         }
     }
 }
@@ -69,6 +87,13 @@ pub struct TableRef {
     pub schema: String,
     /// Table.
     pub table: String,
+}
+
+impl TableRef {
+    /// A table name from its three parts.
+    pub fn new(catalog: impl Into<String>, schema: impl Into<String>, table: impl Into<String>) -> Self {
+        TableRef { catalog: catalog.into(), schema: schema.into(), table: table.into() }
+    }
 }
 
 impl std::fmt::Display for TableRef {
@@ -98,6 +123,15 @@ pub enum Resource {
         /// Columns read or written.
         columns: Vec<String>,
     },
+    /// One column of a table, with its type (column masks).
+    Column {
+        /// The table.
+        table: TableRef,
+        /// Column name.
+        column: String,
+        /// Column type as the engine names it (`varchar`, `bigint`, ...).
+        column_type: String,
+    },
 }
 
 impl std::fmt::Display for Resource {
@@ -108,6 +142,7 @@ impl std::fmt::Display for Resource {
             Resource::Schema { catalog, schema } => write!(f, "schema {catalog}.{schema}"),
             Resource::Table { table, columns } if columns.is_empty() => write!(f, "table {table}"),
             Resource::Table { table, columns } => write!(f, "columns {} of table {table}", columns.join(", ")),
+            Resource::Column { table, column, .. } => write!(f, "column {column} of table {table}"),
         }
     }
 }

@@ -1,0 +1,225 @@
+//! Embedded Rego: policies evaluated in-process with regorus, loaded from a file or a folder and
+//! reloaded when the files change. A policy that fails to load leaves the previous one in use;
+//! the failure is logged and reported by [`DecisionSource::status`].
+//!
+//! A regorus `Engine` needs `&mut` to evaluate, so evaluations take an engine from a small pool
+//! (cloned from the prepared template when the pool is empty) and put it back afterwards.
+
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use async_trait::async_trait;
+use parking_lot::{Mutex, RwLock};
+use regorus::utils::limits::ExecutionTimerConfig;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use super::config::EmbeddedConfig;
+use super::source::{DecisionSource, SourceStatus};
+use crate::PolicyError;
+
+/// Engines kept for reuse; more concurrent evaluations clone the template.
+const POOL_SIZE: usize = 16;
+
+/// One file's identity for change detection.
+type Fingerprint = Vec<(PathBuf, Option<SystemTime>, u64)>;
+
+/// A loaded, prepared policy.
+struct Loaded {
+    template: regorus::Engine,
+    pool: Mutex<Vec<regorus::Engine>>,
+    /// SHA-256 of the files (names and contents), shortened: the policy version.
+    version: String,
+    fingerprint: Fingerprint,
+}
+
+/// Rego policies evaluated in-process.
+pub struct EmbeddedRego {
+    config: EmbeddedConfig,
+    /// Rule paths that must exist in every version loaded (the configured entry points).
+    rules: Vec<String>,
+    current: RwLock<Arc<Loaded>>,
+    /// When the files were last looked at, and the fingerprint of a version that failed to load
+    /// (so it is not retried until the files change again).
+    checked: Mutex<(Instant, Option<Fingerprint>)>,
+    last_error: RwLock<Option<String>>,
+}
+
+impl std::fmt::Debug for EmbeddedRego {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedRego").field("path", &self.config.path).finish_non_exhaustive()
+    }
+}
+
+impl EmbeddedRego {
+    /// Loads the policy at `config.path` and checks that every rule in `rules` exists. At start
+    /// a policy that does not load is an error (there is no previous one to keep).
+    pub fn load(config: EmbeddedConfig, rules: Vec<String>) -> Result<Self, PolicyError> {
+        let fingerprint = fingerprint(&config.path).map_err(PolicyError::Unavailable)?;
+        let loaded = build(&config, &rules, fingerprint).map_err(PolicyError::Unavailable)?;
+        tracing::info!(path = %config.path.display(), version = %loaded.version, "loaded Rego policy");
+        Ok(EmbeddedRego {
+            config,
+            rules,
+            current: RwLock::new(Arc::new(loaded)),
+            checked: Mutex::new((Instant::now(), None)),
+            last_error: RwLock::new(None),
+        })
+    }
+
+    /// Reloads if the files changed and the last check is older than `reload_check_ms`.
+    fn maybe_reload(&self) {
+        let every = Duration::from_millis(self.config.reload_check_ms);
+        let failed = {
+            let mut checked = self.checked.lock();
+            if checked.0.elapsed() < every {
+                return;
+            }
+            checked.0 = Instant::now();
+            checked.1.clone()
+        };
+        let fp = match fingerprint(&self.config.path) {
+            Ok(fp) => fp,
+            Err(e) => return self.failed(e, None),
+        };
+        if fp == self.current.read().fingerprint || failed.as_ref() == Some(&fp) {
+            return;
+        }
+        match build(&self.config, &self.rules, fp.clone()) {
+            Ok(loaded) => {
+                tracing::info!(path = %self.config.path.display(), version = %loaded.version, "reloaded Rego policy");
+                *self.current.write() = Arc::new(loaded);
+                *self.last_error.write() = None;
+                self.checked.lock().1 = None;
+            }
+            Err(e) => self.failed(e, Some(fp)),
+        }
+    }
+
+    fn failed(&self, error: String, fp: Option<Fingerprint>) {
+        let version = self.current.read().version.clone();
+        tracing::error!(path = %self.config.path.display(), error = %error, kept_version = %version,
+            "Rego policy failed to load; keeping the previous version");
+        *self.last_error.write() = Some(error);
+        self.checked.lock().1 = fp;
+    }
+}
+
+#[async_trait]
+impl DecisionSource for EmbeddedRego {
+    async fn evaluate(&self, path: &str, document: &Value) -> Result<Option<Value>, PolicyError> {
+        self.maybe_reload();
+        let loaded = self.current.read().clone();
+        let mut engine = loaded.pool.lock().pop().unwrap_or_else(|| loaded.template.clone());
+        let input = document.get("input").cloned().unwrap_or(Value::Null);
+        engine.set_input(regorus::Value::from(input));
+        let result = engine.eval_rule(path.to_owned());
+        {
+            let mut pool = loaded.pool.lock();
+            if pool.len() < POOL_SIZE {
+                pool.push(engine);
+            }
+        }
+        let value = result.map_err(|e| {
+            PolicyError::Unavailable(format!("Rego policy {} failed evaluating {path}: {e}", loaded.version))
+        })?;
+        if value == regorus::Value::Undefined {
+            return Ok(None);
+        }
+        serde_json::to_value(&value)
+            .map(Some)
+            .map_err(|e| PolicyError::Unavailable(format!("Rego result of {path} is not JSON: {e}")))
+    }
+
+    fn version(&self) -> String {
+        self.current.read().version.clone()
+    }
+
+    fn backend(&self) -> &'static str {
+        "opa-embedded"
+    }
+
+    fn status(&self) -> SourceStatus {
+        SourceStatus { backend: self.backend(), version: self.version(), last_error: self.last_error.read().clone() }
+    }
+}
+
+/// The policy files under `path`: the file itself, or `*.rego` and `data.json` found
+/// recursively in the folder (hidden entries skipped), sorted.
+fn policy_files(path: &Path) -> Result<Vec<PathBuf>, String> {
+    let meta = std::fs::metadata(path).map_err(|e| format!("policy path {}: {e}", path.display()))?;
+    if meta.is_file() {
+        return Ok(vec![path.to_owned()]);
+    }
+    let mut files = Vec::new();
+    let mut dirs = vec![path.to_owned()];
+    while let Some(dir) = dirs.pop() {
+        let entries = std::fs::read_dir(&dir).map_err(|e| format!("policy folder {}: {e}", dir.display()))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| format!("policy folder {}: {e}", dir.display()))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') {
+                continue;
+            }
+            let p = entry.path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if name.ends_with(".rego") || name == "data.json" {
+                files.push(p);
+            }
+        }
+    }
+    files.sort();
+    if !files.iter().any(|f| f.extension().is_some_and(|e| e == "rego")) {
+        return Err(format!("policy folder {} holds no .rego file", path.display()));
+    }
+    Ok(files)
+}
+
+fn fingerprint(path: &Path) -> Result<Fingerprint, String> {
+    policy_files(path)?
+        .into_iter()
+        .map(|f| {
+            let m = std::fs::metadata(&f).map_err(|e| format!("policy file {}: {e}", f.display()))?;
+            Ok((f, m.modified().ok(), m.len()))
+        })
+        .collect()
+}
+
+/// Reads, parses and prepares the policy; checks that every entry rule exists.
+fn build(config: &EmbeddedConfig, rules: &[String], fingerprint: Fingerprint) -> Result<Loaded, String> {
+    let mut engine = regorus::Engine::new();
+    engine.set_execution_timer_config(ExecutionTimerConfig {
+        limit: Duration::from_millis(config.eval_timeout_ms),
+        check_interval: NonZeroU32::MIN,
+    });
+    let mut hash = Sha256::new();
+    for (file, _, _) in &fingerprint {
+        let text = std::fs::read_to_string(file).map_err(|e| format!("policy file {}: {e}", file.display()))?;
+        hash.update(file.to_string_lossy().as_bytes());
+        hash.update([0]);
+        hash.update(text.as_bytes());
+        hash.update([0]);
+        if file.extension().is_some_and(|e| e == "rego") {
+            engine
+                .add_policy(file.to_string_lossy().into_owned(), text)
+                .map_err(|e| format!("policy file {}: {e}", file.display()))?;
+        } else {
+            let data =
+                regorus::Value::from_json_str(&text).map_err(|e| format!("data file {}: {e}", file.display()))?;
+            engine.add_data(data).map_err(|e| format!("data file {}: {e}", file.display()))?;
+        }
+    }
+    // Evaluating prepares the engine (some errors only show here) and proves each rule exists.
+    engine.set_input(regorus::Value::new_object());
+    for rule in rules {
+        engine
+            .eval_rule(rule.clone())
+            .map_err(|e| format!("policy {}: entry rule {rule}: {e}", config.path.display()))?;
+    }
+    let digest = hash.finalize();
+    let version: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
+    Ok(Loaded { template: engine, pool: Mutex::new(Vec::new()), version, fingerprint })
+}
