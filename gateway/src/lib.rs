@@ -8,6 +8,7 @@
 //! the only place that wires concrete types together.
 #![forbid(unsafe_code)]
 
+pub mod admission;
 pub mod auth_layer;
 pub mod config;
 pub mod error;

@@ -14,6 +14,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use crate::admission::AdmissionController;
 use crate::auth_layer::{AuthLayer, AuthState};
 use crate::config::{AuthMethod, ClientAuth, QuiverConfig, TlsConfig};
 use crate::flight::{FlightSettings, GatewayService};
@@ -221,9 +222,20 @@ pub async fn start(config: QuiverConfig) -> anyhow::Result<RunningGateway> {
         max_sql_bytes: quiver_engine::config::parse_bytes(&config.server.max_sql_size).map_err(anyhow::Error::msg)?,
         max_request_bytes,
     };
+    let admission = match &config.resource_groups {
+        Some(rg) => {
+            let controller = AdmissionController::load(rg.config_file.clone(), metrics.clone())
+                .map_err(|e| anyhow::anyhow!("resource_groups.config_file: {e}"))?;
+            let controller = Arc::new(controller);
+            probers.push(controller.spawn_ticker(Duration::from_millis(rg.tick_ms)));
+            Some(controller)
+        }
+        None => None,
+    };
     let queries =
         Arc::new(QueryRegistry::new(Duration::from_secs(config.server.ticket_ttl_secs), 1000, metrics.clone()));
-    let service = GatewayService::new(router.clone(), sealer, authorizer, settings, queries.clone())?;
+    let service = GatewayService::new(router.clone(), sealer, authorizer, settings, queries.clone())?
+        .with_admission(admission.clone());
 
     let flight_listener = TcpListener::bind(&config.server.flight_addr).await?;
     let flight_addr = flight_listener.local_addr()?;
@@ -265,6 +277,7 @@ pub async fn start(config: QuiverConfig) -> anyhow::Result<RunningGateway> {
         metrics,
         queries: queries.clone(),
         admin: config.admin.clone(),
+        admission,
     });
     tasks.push(tokio::spawn(async move {
         let served = axum::serve(http_listener, routes(state)).with_graceful_shutdown(async move {

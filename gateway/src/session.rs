@@ -32,12 +32,45 @@ pub enum OptionValue {
 /// One session's state.
 #[derive(Debug, Clone, Default)]
 pub struct SessionState {
+    // (source, client tags and priority are read from `options`; see `SessionState::source`.)
     /// Default catalog.
     pub catalog: Option<String>,
     /// Default schema.
     pub schema: Option<String>,
     /// Every option as set, for GetSessionOptions.
     pub options: BTreeMap<String, OptionValue>,
+}
+
+impl SessionState {
+    /// The `source` option.
+    pub fn source(&self) -> Option<String> {
+        match self.options.get("source") {
+            Some(OptionValue::String(s)) if !s.is_empty() => Some(s.clone()),
+            _ => None,
+        }
+    }
+
+    /// The `client_tags` option: a string list, or one comma-separated string.
+    pub fn client_tags(&self) -> Vec<String> {
+        match self.options.get("client_tags") {
+            Some(OptionValue::StringList(tags)) => tags.clone(),
+            Some(OptionValue::String(s)) => split_tags(s),
+            _ => Vec::new(),
+        }
+    }
+
+    /// The `query_priority` option.
+    pub fn query_priority(&self) -> Option<i32> {
+        match self.options.get("query_priority") {
+            Some(OptionValue::Int(p)) => i32::try_from(*p).ok(),
+            _ => None,
+        }
+    }
+}
+
+/// Comma-separated client tags, trimmed, empty ones dropped.
+pub fn split_tags(text: &str) -> Vec<String> {
+    text.split(',').map(str::trim).filter(|t| !t.is_empty()).map(String::from).collect()
 }
 
 #[derive(Debug)]

@@ -273,3 +273,89 @@ async fn per_worker_caps_refuse_with_resource_exhausted_naming_the_pool() {
     }
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_full_resource_group_runs_two_queues_three_and_refuses_the_rest_by_name() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let groups = dir.path().join("resource-groups.json");
+    std::fs::write(
+        &groups,
+        r#"{
+          "rootGroups": [
+            {"name": "global", "softMemoryLimit": "100%", "hardConcurrencyLimit": 100, "maxQueued": 100,
+             "subGroups": [{"name": "adhoc", "softMemoryLimit": "50%", "hardConcurrencyLimit": 2, "maxQueued": 3}]}
+          ],
+          "selectors": [{"group": "global.adhoc"}]
+        }"#,
+    )
+    .expect("write");
+    let mut cfg = gateway_config();
+    cfg.resource_groups = Some(quiver_gateway::config::ResourceGroupsConfig { config_file: groups, tick_ms: 100 });
+    let gw = gateway(cfg).await;
+
+    // Ten long streams at once: each plans, then asks for its results.
+    let mut tasks = Vec::new();
+    for _ in 0..10 {
+        let addr = gw.flight_addr;
+        tasks.push(tokio::spawn(async move {
+            let mut client = client(addr).await;
+            let info = client.execute("SELECT value FROM range(500000000)".into(), None).await.expect("plan");
+            let ticket = info.endpoint[0].ticket.clone().expect("ticket");
+            client.do_get(ticket).await
+        }));
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let state = loop {
+        let state = json_body(&http_get(gw.http_addr, "/v1/resourceGroupState/global/adhoc", &[]).await);
+        let finished = tasks.iter().filter(|t| t.is_finished()).count();
+        if state["numRunningQueries"] == 2 && state["numQueuedQueries"] == 3 && finished == 7 {
+            break state;
+        }
+        assert!(Instant::now() < deadline, "expected 2 running, 3 queued, 7 answered; got {state} and {finished}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(state["hardConcurrencyLimit"], 2, "{state}");
+    let mut running = Vec::new();
+    let mut refused = 0;
+    let mut queued = Vec::new();
+    for task in tasks {
+        if task.is_finished() {
+            match task.await.expect("join") {
+                Ok(stream) => running.push(stream),
+                Err(e) => {
+                    let status = match e {
+                        FlightError::Tonic(s) => *s,
+                        other => panic!("unexpected {other:?}"),
+                    };
+                    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status}");
+                    assert!(status.message().contains("global.adhoc"), "names the group: {status}");
+                    refused += 1;
+                }
+            }
+        } else {
+            queued.push(task);
+        }
+    }
+    assert_eq!((running.len(), refused, queued.len()), (2, 5, 3));
+    let list = json_body(&http_get(gw.http_addr, "/v1/query", &[]).await);
+    let count = |s: &str| list.as_array().expect("list").iter().filter(|q| q["state"] == s).count();
+    assert_eq!((count("RUNNING"), count("QUEUED")), (2, 3), "{list}");
+    assert!(
+        list.as_array().expect("list").iter().all(|q| q["state"] != "RUNNING" || q["resourceGroup"] == "global.adhoc")
+    );
+    let metrics = http_get(gw.http_addr, "/metrics", &[]).await;
+    assert!(metrics.contains(r#"quiver_resource_group_queued{group="global.adhoc"} 3"#), "{metrics}");
+    assert!(metrics.contains(r#"quiver_resource_group_rejected_total{group="global.adhoc"} 5"#), "{metrics}");
+
+    // Ending the running streams starts queued ones, which held no worker meanwhile.
+    drop(running);
+    let mut started = 0;
+    for task in queued {
+        if let Ok(Ok(Ok(stream))) = tokio::time::timeout(Duration::from_secs(2), task).await {
+            started += 1;
+            drop(stream);
+        }
+    }
+    assert!(started >= 2, "queued queries start when slots free up (started {started})");
+    gw.shutdown().await;
+}

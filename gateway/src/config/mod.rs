@@ -27,6 +27,9 @@ pub struct QuiverConfig {
     /// Who has the admin role on the HTTP API.
     #[serde(default)]
     pub admin: AdminConfig,
+    /// Trino resource groups (`[resource_groups]`). Unset: no admission control.
+    #[serde(default)]
+    pub resource_groups: Option<ResourceGroupsConfig>,
     /// Session defaults for callers that set none.
     #[serde(default)]
     pub session: SessionConfig,
@@ -104,6 +107,21 @@ impl AdminConfig {
     pub fn is_admin(&self, user: &str, groups: &[String]) -> bool {
         self.users.iter().any(|u| u == "*" || u == user) || groups.iter().any(|g| self.groups.contains(g))
     }
+}
+
+/// `[resource_groups]`: Trino's `resource-groups.json`, as is.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceGroupsConfig {
+    /// The JSON file (`rootGroups`, `selectors`, `cpuQuotaPeriod`); re-read when it changes.
+    pub config_file: PathBuf,
+    /// How often CPU quota is regenerated and the file checked for changes, in milliseconds.
+    #[serde(default = "default_tick_ms")]
+    pub tick_ms: u64,
+}
+
+fn default_tick_ms() -> u64 {
+    1000
 }
 
 /// `[session]`
@@ -202,6 +220,7 @@ impl QuiverConfig {
             server: ServerConfig::default(),
             auth: AuthConfig::default(),
             admin: AdminConfig { users: vec!["*".into()], groups: vec![] },
+            resource_groups: None,
             session: SessionConfig {
                 default_catalog: Some("tpch".into()),
                 default_schema: Some(default_tpch_schema(scale_factor)),
@@ -278,6 +297,14 @@ impl QuiverConfig {
             push!("server.ticket_ttl_secs", String::from("must be at least 1"));
         }
         problems.extend(self.auth.validate(&self.server));
+        if let Some(rg) = &self.resource_groups {
+            if let Err(e) = quiver_policies::resource_groups::ResourceGroupsSpec::from_file(&rg.config_file) {
+                push!("resource_groups.config_file", e.to_string());
+            }
+            if rg.tick_ms == 0 {
+                push!("resource_groups.tick_ms", String::from("must be at least 1"));
+            }
+        }
         if self.admin.users.iter().any(|u| u == "*") && self.auth.methods != [AuthMethod::Open] {
             push!("admin.users", String::from("`*` (everyone is admin) is only allowed with `open` authentication"));
         }

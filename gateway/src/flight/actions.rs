@@ -25,8 +25,9 @@ pub const CLOSE_SESSION: &str = "CloseSession";
 /// See [`SET_SESSION_OPTIONS`].
 pub const CANCEL_FLIGHT_INFO: &str = "CancelFlightInfo";
 
-/// Session options the gateway understands.
-const KNOWN_OPTIONS: [&str; 2] = ["catalog", "schema"];
+/// Session options the gateway understands: the default catalog and schema, and what
+/// resource-group selectors look at (`source`, `client_tags`, `query_priority`).
+const KNOWN_OPTIONS: [&str; 5] = ["catalog", "schema", "source", "client_tags", "query_priority"];
 
 fn to_value(v: &SessionOptionValue) -> Option<OptionValue> {
     use session_option_value::OptionValue as V;
@@ -90,6 +91,9 @@ impl GatewayService {
                     accepted.push((name, value))
                 }
                 (Some(OptionValue::String(s)), "schema") if !s.is_empty() => accepted.push((name, value)),
+                (Some(OptionValue::String(_)), "source")
+                | (Some(OptionValue::String(_) | OptionValue::StringList(_)), "client_tags")
+                | (Some(OptionValue::Int(_)), "query_priority") => accepted.push((name, value)),
                 _ => {
                     errors.insert(name, error(SetSessionOptionErrorValue::InvalidValue));
                 }

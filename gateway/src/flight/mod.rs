@@ -24,6 +24,7 @@ use moka::sync::Cache;
 use quiver_policies::Authorizer;
 use tonic::Request;
 
+use crate::admission::{AdmissionController, Permit};
 use crate::auth_layer::CallContext;
 use crate::error::{GatewayError, Result};
 use crate::queries::QueryRegistry;
@@ -65,6 +66,8 @@ pub struct GatewayService {
     pub(crate) bound: Cache<String, Bytes>,
     /// Planned, running and recent queries (cancel, kill, history, shutdown).
     pub(crate) queries: Arc<QueryRegistry>,
+    /// Resource groups, when configured.
+    pub(crate) admission: Option<Arc<AdmissionController>>,
 }
 
 impl std::fmt::Debug for GatewayService {
@@ -96,7 +99,14 @@ impl GatewayService {
             xdbc,
             bound: Cache::builder().max_capacity(100_000).time_to_idle(Duration::from_secs(3600)).build(),
             queries,
+            admission: None,
         })
+    }
+
+    /// The same service with resource-group admission.
+    pub fn with_admission(mut self, admission: Option<Arc<AdmissionController>>) -> Self {
+        self.admission = admission;
+        self
     }
 
     /// The tonic server for this service, with the request size limit applied.
@@ -129,6 +139,57 @@ pub(crate) fn session_defaults<T>(svc: &GatewayService, ctx: &CallContext, reque
         .or_else(|| session.as_ref().and_then(|s| s.schema.clone()))
         .unwrap_or_else(|| svc.settings.default_schema.clone());
     (catalog, schema)
+}
+
+/// Header with the client's source, for resource-group selectors.
+pub const SOURCE_HEADER: &str = "x-quiver-source";
+/// Header with the client's tags (comma-separated), for resource-group selectors.
+pub const CLIENT_TAGS_HEADER: &str = "x-quiver-client-tags";
+
+/// What resource-group selectors and scheduling look at besides the identity: headers first,
+/// then the session's options.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ClientInfo {
+    pub source: Option<String>,
+    pub tags: Vec<String>,
+    pub priority: i32,
+}
+
+pub(crate) fn client_info<T>(svc: &GatewayService, ctx: &CallContext, request: &Request<T>) -> ClientInfo {
+    let header = |name: &str| {
+        request.metadata().get(name).and_then(|v| v.to_str().ok()).filter(|v| !v.is_empty()).map(str::to_string)
+    };
+    let session = ctx.session_id.as_deref().and_then(|id| svc.sessions.get(id, &ctx.identity.user));
+    ClientInfo {
+        source: header(SOURCE_HEADER).or_else(|| session.as_ref().and_then(|s| s.source())),
+        tags: header(CLIENT_TAGS_HEADER)
+            .map(|t| crate::session::split_tags(&t))
+            .unwrap_or_else(|| session.as_ref().map(|s| s.client_tags()).unwrap_or_default()),
+        priority: session.as_ref().and_then(|s| s.query_priority()).unwrap_or(0),
+    }
+}
+
+impl GatewayService {
+    /// A resource-group slot for query `id` (waiting in the queue if need be), or `None`
+    /// when no resource groups are configured.
+    pub(crate) async fn admit_to_group(
+        &self,
+        ctx: &CallContext,
+        client: &ClientInfo,
+        id: &str,
+        kind: &str,
+        on_queued: impl FnOnce(&str),
+    ) -> Result<Option<Permit>> {
+        let Some(admission) = &self.admission else { return Ok(None) };
+        let context = quiver_policies::resource_groups::SelectionContext {
+            user: &ctx.identity.user,
+            groups: &ctx.identity.groups,
+            source: client.source.as_deref(),
+            query_type: quiver_policies::QueryType::from_trino_name(kind),
+            client_tags: &client.tags,
+        };
+        admission.admit(id, &context, client.priority, on_queued).await.map(Some)
+    }
 }
 
 /// Adds the session defaults to a request bound for a worker.

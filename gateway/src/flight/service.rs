@@ -19,7 +19,7 @@ use prost::Message;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::actions::{CANCEL_FLIGHT_INFO, CLOSE_SESSION, GET_SESSION_OPTIONS, SET_SESSION_OPTIONS};
-use super::{GatewayService, caller, session_defaults};
+use super::{GatewayService, caller, client_info, session_defaults};
 use crate::error::GatewayError;
 use crate::session::SESSION_COOKIE;
 use crate::tickets::Sealed;
@@ -178,7 +178,8 @@ impl FlightSqlService for GatewayService {
         let ctx = caller(&request)?;
         let stream = match self.sealer.open(&ctx.identity.user, &ticket.statement_handle)? {
             Sealed::Query { id, pool, ticket, write, kind } => {
-                self.redeem_query(&ctx, id, &pool, ticket, write, &kind).await?
+                let client = client_info(self, &ctx, &request);
+                self.redeem_query(&ctx, &client, id, &pool, ticket, write, &kind).await?
             }
             Sealed::Metadata { command } => self.metadata_stream(&ctx, &command).await?,
             Sealed::Prepared { .. } => {
@@ -287,7 +288,8 @@ impl FlightSqlService for GatewayService {
     ) -> Result<i64, Status> {
         let ctx = caller(&request)?;
         let (catalog, schema) = session_defaults(self, &ctx, &request);
-        Ok(self.statement_update(&ctx, &ticket.query, &catalog, &schema, request.into_inner()).await?)
+        let client = client_info(self, &ctx, &request);
+        Ok(self.statement_update(&ctx, &client, &ticket.query, &catalog, &schema, request.into_inner()).await?)
     }
 
     async fn do_put_prepared_statement_query(

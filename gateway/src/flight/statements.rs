@@ -11,7 +11,8 @@ use prost::Message;
 use quiver_policies::{Operation, Resource};
 use tonic::{Request, Status, Streaming};
 
-use super::{FlightDataStream, GatewayService, with_defaults};
+use super::{ClientInfo, FlightDataStream, GatewayService, with_defaults};
+use crate::admission::Permit;
 use crate::auth_layer::CallContext;
 use crate::error::{GatewayError, Result};
 use crate::pool::{InFlight, Pool, Worker};
@@ -41,12 +42,15 @@ struct QueryGuard {
     record: Arc<QueryRecord>,
     outcome: Option<(QueryState, Option<String>)>,
     wrote: Option<Arc<Pool>>,
+    /// The resource-group slot, given back when the stream ends.
+    permit: Option<Permit>,
 }
 
 impl Drop for QueryGuard {
     fn drop(&mut self) {
         let (state, error) =
             self.outcome.take().unwrap_or((QueryState::Cancelled, Some("the client went away".into())));
+        self.permit.take();
         self.queries.finish(&self.record, state, error);
         if let Some(pool) = &self.wrote {
             pool.invalidate_catalog();
@@ -149,9 +153,11 @@ impl GatewayService {
     }
 
     /// DoGet of a statement ticket: stream the worker's frames through as they are.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn redeem_query(
         &self,
         ctx: &CallContext,
+        client: &ClientInfo,
         id: String,
         pool: &str,
         ticket: Vec<u8>,
@@ -162,7 +168,31 @@ impl GatewayService {
             .queries
             .start(&id, &ctx.identity.user, pool, kind)
             .map_err(|_| GatewayError::Cancelled("the query was cancelled".into()))?;
-        let mut guard = QueryGuard { queries: self.queries.clone(), record, outcome: None, wrote: None };
+        let mut guard = QueryGuard { queries: self.queries.clone(), record, outcome: None, wrote: None, permit: None };
+        // The resource group first: a queued query holds no worker.
+        let record = guard.record.clone();
+        let admitted = self
+            .admit_to_group(ctx, client, &id, kind, |group| {
+                record.set_group(group);
+                record.set_state(QueryState::Queued);
+            })
+            .await;
+        match admitted {
+            Ok(permit) => {
+                if let Some(p) = &permit {
+                    guard.record.set_group(&p.group);
+                }
+                guard.permit = permit;
+            }
+            Err(e) => {
+                guard.outcome = Some((QueryState::Failed, Some(e.to_string())));
+                return Err(e);
+            }
+        }
+        if guard.record.cancel.is_cancelled() {
+            guard.outcome = Some((QueryState::Cancelled, Some("cancelled while queued".into())));
+            return Err(GatewayError::Cancelled("the query was cancelled".into()));
+        }
         let pool = match self.router.pool(pool) {
             Ok(pool) => pool,
             Err(e) => {
@@ -200,12 +230,14 @@ impl GatewayService {
     pub(crate) async fn statement_update(
         &self,
         ctx: &CallContext,
+        client: &ClientInfo,
         sql: &str,
         catalog: &str,
         schema: &str,
         stream: PeekableFlightDataStream,
     ) -> Result<i64> {
         let (analysis, pool) = self.admit(ctx, sql, catalog, schema).await?;
+        let _slot = self.admit_to_group(ctx, client, &new_id(), analysis.query_type.as_str(), |_| {}).await?;
         let worker = pool.pick()?;
         let count = put_update(&worker, with_defaults(Request::new(forwardable(stream, None)), catalog, schema)).await;
         if analysis.query_type.is_write() {

@@ -22,6 +22,7 @@ pub(super) fn routes() -> Router<Arc<HttpState>> {
         .route("/v1/query", get(list_queries))
         .route("/v1/query/{id}", get(get_query).delete(kill_query))
         .route("/v1/pools", get(pools))
+        .route("/v1/resourceGroupState/{*id}", get(resource_group_state))
         .route("/v1/pools/{pool}/drain", post(drain_pool).delete(undrain_pool))
         .route("/v1/pools/{pool}/workers/{worker}/drain", post(drain_worker).delete(undrain_worker))
         .route("/v1/pools/{pool}/workers/{worker}", delete(undrain_worker))
@@ -180,4 +181,23 @@ async fn undrain_worker(
     Path((pool, worker)): Path<(String, String)>,
 ) -> Response {
     set_worker_draining(&state, &ctx, &pool, &worker, false)
+}
+
+/// Trino's `GET /v1/resourceGroupState/{id}` (id as path segments: `global/adhoc/alice`).
+async fn resource_group_state(
+    State(state): State<Arc<HttpState>>,
+    Extension(ctx): Extension<CallContext>,
+    Path(id): Path<String>,
+) -> Response {
+    if !is_admin(&state, &ctx) {
+        return forbidden();
+    }
+    let Some(admission) = &state.admission else {
+        return error(StatusCode::NOT_FOUND, "no resource groups are configured ([resource_groups])");
+    };
+    let group = quiver_policies::resource_groups::GroupId::from_url_path(&id);
+    match group.and_then(|g| admission.state(&g)) {
+        Some(info) => Json(info).into_response(),
+        None => error(StatusCode::NOT_FOUND, format!("no resource group `{id}`")),
+    }
 }

@@ -20,6 +20,7 @@ use http::{HeaderValue, StatusCode, header};
 use quiver_auth::{AuthError, AuthFailure};
 use serde_json::{Value, json};
 
+use crate::admission::AdmissionController;
 use crate::auth_layer::{AuthState, CallContext};
 use crate::config::AdminConfig;
 use crate::metrics::Metrics;
@@ -42,6 +43,8 @@ pub struct HttpState {
     pub queries: Arc<QueryRegistry>,
     /// Who has the admin role.
     pub admin: AdminConfig,
+    /// Resource groups, when configured.
+    pub admission: Option<Arc<AdmissionController>>,
 }
 
 impl std::fmt::Debug for HttpState {
