@@ -163,6 +163,12 @@ impl AdmissionController {
         }
     }
 
+    /// The group the selectors would choose (dotted), without submitting anything; routing
+    /// rules can look at it.
+    pub fn select_group(&self, context: &SelectionContext<'_>) -> Option<String> {
+        self.manager.lock().select(context).map(|g| g.id().to_string())
+    }
+
     /// Trino's `/v1/resourceGroupState/{id}` answer.
     pub fn state(&self, group: &GroupId) -> Option<ResourceGroupInfo> {
         self.manager.lock().state(group)

@@ -29,6 +29,10 @@ const HANDSHAKE_PATH: &str = "/arrow.flight.protocol.FlightService/Handshake";
 /// Who is calling and in which session; found in every request's extensions.
 #[derive(Debug, Clone)]
 pub struct CallContext {
+    /// The client's `x-quiver-source` header, if sent (resource groups, routing).
+    pub source: Option<String>,
+    /// The client's `x-quiver-client-tags` header, if sent (comma-separated).
+    pub client_tags: Option<Vec<String>>,
     /// The authenticated caller.
     pub identity: Identity,
     /// The caller's session id, from its token or cookie.
@@ -115,6 +119,10 @@ impl AuthState {
     ) -> Result<Authenticated, AuthFailure> {
         let mut credentials = parse_authorization(headers).map_err(|error| AuthFailure { method: "header", error })?;
         let cookie = headers.get(http::header::COOKIE).and_then(|v| v.to_str().ok()).and_then(cookie_session_id);
+        let header =
+            |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty());
+        let source = header(crate::flight::SOURCE_HEADER).map(String::from);
+        let client_tags = header(crate::flight::CLIENT_TAGS_HEADER).map(crate::session::split_tags);
         if let Credentials::Bearer(token) = &credentials
             && SessionTokens::is_session_token(token)
         {
@@ -122,7 +130,7 @@ impl AuthState {
             let identity = SessionTokens::identity(&claims);
             // A Bearer handshake (the JDBC driver does one even with `token=`) gets its token back.
             let token = is_handshake.then(|| token.clone());
-            let context = CallContext { identity, session_id: Some(claims.sid) };
+            let context = CallContext { identity, session_id: Some(claims.sid), source, client_tags };
             return Ok(Authenticated { context, token, negotiate_reply: None, login: false });
         }
         // The `authorization` header wins; a verified client certificate speaks only for a
@@ -138,10 +146,10 @@ impl AuthState {
         if is_handshake || !matches!(credentials, Credentials::None) {
             let sid = cookie.unwrap_or_else(crate::tickets::new_id);
             let token = self.tokens.issue(&identity, &sid);
-            let context = CallContext { identity, session_id: Some(sid) };
+            let context = CallContext { identity, session_id: Some(sid), source, client_tags };
             Ok(Authenticated { context, token: Some(token), negotiate_reply, login: true })
         } else {
-            let context = CallContext { identity, session_id: cookie };
+            let context = CallContext { identity, session_id: cookie, source, client_tags };
             Ok(Authenticated { context, token: None, negotiate_reply, login: true })
         }
     }

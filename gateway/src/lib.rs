@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod pool;
 pub mod queries;
 pub mod router;
+pub mod routing;
 pub mod server;
 pub mod session;
 mod sql_info;

@@ -13,6 +13,7 @@ use quiver_policies::{QueryType, TableRef};
 
 use crate::error::{GatewayError, Result};
 use crate::pool::Pool;
+use crate::routing::{RouteRequest, RoutingRules};
 
 /// What the gateway learns from a statement before it runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,12 +85,47 @@ fn query_type(statement: &Statement) -> QueryType {
 #[derive(Debug, Clone)]
 pub struct Router {
     pools: Vec<Arc<Pool>>,
+    rules: Arc<RoutingRules>,
 }
 
 impl Router {
-    /// Routes among `pools`; the first is the default.
+    /// Routes among `pools` by catalog only; the first is the default.
     pub fn new(pools: Vec<Arc<Pool>>) -> Self {
-        Router { pools }
+        Router { pools, rules: Arc::new(RoutingRules::default()) }
+    }
+
+    /// The same router applying routing rules first.
+    pub fn with_rules(mut self, rules: RoutingRules) -> Self {
+        self.rules = Arc::new(rules);
+        self
+    }
+
+    /// Routes a statement: the first matching rule (or the default pool), else the first pool
+    /// serving every catalog it names; a chosen pool with no usable worker hands over to the
+    /// fallback pool unless the rule is strict. Returns the pool and the rule that chose it.
+    pub async fn route_request(&self, request: &RouteRequest<'_>) -> Result<(Arc<Pool>, String)> {
+        let mut serving = BTreeSet::new();
+        for pool in &self.pools {
+            let serves = request.catalogs.is_empty()
+                || pool.catalog().await.is_ok_and(|view| request.catalogs.iter().all(|c| view.catalogs.contains(c)));
+            if serves {
+                serving.insert(pool.name.clone());
+            }
+        }
+        let (pool, rule, strict) = match self.rules.choose(request, |p| serving.contains(p)) {
+            Some(choice) => (self.pool(&choice.pool)?, choice.rule, choice.strict),
+            None => (self.route(request.catalogs).await?, "catalogs".to_string(), false),
+        };
+        if !strict
+            && !pool.workers().iter().any(|w| w.usable())
+            && let Some(fallback) = self.rules.fallback_pool()
+            && fallback != pool.name
+            && serving.contains(fallback)
+        {
+            tracing::info!(from = %pool.name, to = %fallback, "pool has no usable worker: falling back");
+            return Ok((self.pool(fallback)?, format!("{rule} (fallback)")));
+        }
+        Ok((pool, rule))
     }
 
     /// All pools.

@@ -202,7 +202,8 @@ pub async fn start(config: QuiverConfig) -> anyhow::Result<RunningGateway> {
         probers.push(crate::pool::spawn_prober(pool.clone()));
         pools.push(pool);
     }
-    let router = Router::new(pools);
+    let rules = crate::routing::RoutingRules::new(&config.routing).map_err(|e| anyhow::anyhow!("routing: {e}"))?;
+    let router = Router::new(pools).with_rules(rules);
 
     let (secret, previous_secrets) = secrets(&config)?;
     let mut tokens = SessionTokens::new(secret.clone(), Duration::from_secs(config.auth.token_ttl_secs));

@@ -359,3 +359,55 @@ async fn a_full_resource_group_runs_two_queues_three_and_refuses_the_rest_by_nam
     assert!(started >= 2, "queued queries start when slots free up (started {started})");
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn routing_rules_pick_pools_by_user_and_source_and_fall_back_unless_strict() {
+    use quiver_gateway::routing::{RoutingConfig, RoutingRule};
+    let (w, _stop) = worker(engine_config()).await;
+    let mut cfg = gateway_config();
+    cfg.pools.push(remote_pool("remote", &[w]));
+    cfg.routing = RoutingConfig {
+        default_pool: Some("default".into()),
+        fallback_pool: Some("default".into()),
+        rules: vec![
+            RoutingRule {
+                name: "bob".into(),
+                users: vec!["bob".into()],
+                pool: Some("remote".into()),
+                ..Default::default()
+            },
+            RoutingRule {
+                name: "airflow".into(),
+                sources: vec!["airflow.*".into()],
+                pool: Some("remote".into()),
+                strict: true,
+                ..Default::default()
+            },
+        ],
+    };
+    let gw = gateway(cfg).await;
+    let pool_of_last = || async {
+        let list = json_body(&http_get(gw.http_addr, "/v1/query", &[]).await);
+        list[0]["pool"].as_str().expect("pool").to_string()
+    };
+    let mut anon = client(gw.flight_addr).await;
+    query(&mut anon, "SELECT * FROM region").await;
+    assert_eq!(pool_of_last().await, "default");
+    let mut bob = client(gw.flight_addr).await;
+    bob.handshake("bob", "").await.expect("open mode");
+    query(&mut bob, "SELECT * FROM region").await;
+    assert_eq!(pool_of_last().await, "remote");
+    let mut airflow = client(gw.flight_addr).await;
+    airflow.set_header("x-quiver-source", "airflow-prod");
+    query(&mut airflow, "SELECT * FROM region").await;
+    assert_eq!(pool_of_last().await, "remote");
+
+    // The remote pool drained: bob falls back to the default pool; the strict rule does not.
+    let drain = http_request(gw.http_addr, "POST", "/v1/pools/remote/drain", &[]).await;
+    assert!(drain.starts_with("HTTP/1.1 204"), "{drain}");
+    query(&mut bob, "SELECT * FROM region").await;
+    assert_eq!(pool_of_last().await, "default");
+    let err = airflow.execute("SELECT * FROM region".into(), None).await.expect_err("strict rule, no fallback");
+    assert!(err.to_string().contains("draining"), "{err}");
+    gw.shutdown().await;
+}

@@ -13,7 +13,9 @@ import time
 
 import pyarrow.flight as flight
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
+# The gateway serves OpenMetrics text (application/openmetrics-text); this is Prometheus's own,
+# strict parser for it.
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 from conftest import LOOPBACK, _toml_str, start_gateway
 from test_pyarrow_flight import cmd_statement_query
@@ -166,9 +168,12 @@ def test_metrics_parse_with_the_prometheus_parser(gateway, alice):
     client.do_get(statement_ticket(client, "SELECT * FROM region", options), options).read_all()
     status, headers, body = gateway.http_get("/metrics", headers={"Authorization": token[1].decode()})
     assert status == 200
+    assert headers["content-type"].startswith("application/openmetrics-text"), headers
     families = {f.name: f for f in text_string_to_metric_families(body.decode())}
     for name in ["quiver_auth_attempts", "quiver_queries", "quiver_query_duration_seconds", "quiver_streamed_bytes"]:
         assert name in families, sorted(families)
+    assert families["quiver_query_duration_seconds"].type == "histogram"
+    assert families["quiver_queries"].type == "counter"
     finished = [s for s in families["quiver_queries"].samples if s.labels.get("state") == "finished"]
     assert finished and finished[0].value >= 1, finished
     client.close()

@@ -30,6 +30,9 @@ pub struct QuiverConfig {
     /// Trino resource groups (`[resource_groups]`). Unset: no admission control.
     #[serde(default)]
     pub resource_groups: Option<ResourceGroupsConfig>,
+    /// Routing rules (`[routing]`).
+    #[serde(default)]
+    pub routing: crate::routing::RoutingConfig,
     /// Session defaults for callers that set none.
     #[serde(default)]
     pub session: SessionConfig,
@@ -221,6 +224,7 @@ impl QuiverConfig {
             auth: AuthConfig::default(),
             admin: AdminConfig { users: vec!["*".into()], groups: vec![] },
             resource_groups: None,
+            routing: crate::routing::RoutingConfig::default(),
             session: SessionConfig {
                 default_catalog: Some("tpch".into()),
                 default_schema: Some(default_tpch_schema(scale_factor)),
@@ -304,6 +308,10 @@ impl QuiverConfig {
             if rg.tick_ms == 0 {
                 push!("resource_groups.tick_ms", String::from("must be at least 1"));
             }
+        }
+        let pool_names: Vec<String> = self.pools.iter().map(|p| p.name.clone()).collect();
+        for (key, reason) in self.routing.validate(&pool_names) {
+            push!(key, reason);
         }
         if self.admin.users.iter().any(|u| u == "*") && self.auth.methods != [AuthMethod::Open] {
             push!("admin.users", String::from("`*` (everyone is admin) is only allowed with `open` authentication"));

@@ -155,16 +155,11 @@ pub(crate) struct ClientInfo {
     pub priority: i32,
 }
 
-pub(crate) fn client_info<T>(svc: &GatewayService, ctx: &CallContext, request: &Request<T>) -> ClientInfo {
-    let header = |name: &str| {
-        request.metadata().get(name).and_then(|v| v.to_str().ok()).filter(|v| !v.is_empty()).map(str::to_string)
-    };
+pub(crate) fn client_info(svc: &GatewayService, ctx: &CallContext) -> ClientInfo {
     let session = ctx.session_id.as_deref().and_then(|id| svc.sessions.get(id, &ctx.identity.user));
     ClientInfo {
-        source: header(SOURCE_HEADER).or_else(|| session.as_ref().and_then(|s| s.source())),
-        tags: header(CLIENT_TAGS_HEADER)
-            .map(|t| crate::session::split_tags(&t))
-            .unwrap_or_else(|| session.as_ref().map(|s| s.client_tags()).unwrap_or_default()),
+        source: ctx.source.clone().or_else(|| session.as_ref().and_then(|s| s.source())),
+        tags: ctx.client_tags.clone().unwrap_or_else(|| session.as_ref().map(|s| s.client_tags()).unwrap_or_default()),
         priority: session.as_ref().and_then(|s| s.query_priority()).unwrap_or(0),
     }
 }

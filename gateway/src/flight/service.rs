@@ -178,7 +178,7 @@ impl FlightSqlService for GatewayService {
         let ctx = caller(&request)?;
         let stream = match self.sealer.open(&ctx.identity.user, &ticket.statement_handle)? {
             Sealed::Query { id, pool, ticket, write, kind } => {
-                let client = client_info(self, &ctx, &request);
+                let client = client_info(self, &ctx);
                 self.redeem_query(&ctx, &client, id, &pool, ticket, write, &kind).await?
             }
             Sealed::Metadata { command } => self.metadata_stream(&ctx, &command).await?,
@@ -288,7 +288,7 @@ impl FlightSqlService for GatewayService {
     ) -> Result<i64, Status> {
         let ctx = caller(&request)?;
         let (catalog, schema) = session_defaults(self, &ctx, &request);
-        let client = client_info(self, &ctx, &request);
+        let client = client_info(self, &ctx);
         Ok(self.statement_update(&ctx, &client, &ticket.query, &catalog, &schema, request.into_inner()).await?)
     }
 

@@ -18,6 +18,7 @@ use crate::error::{GatewayError, Result};
 use crate::pool::{InFlight, Pool, Worker};
 use crate::queries::{QueryRecord, QueryRegistry, QueryState};
 use crate::router::{Analysis, analyze};
+use crate::routing::RouteRequest;
 use crate::tickets::{Sealed, new_id};
 
 /// What `seal_info` records about a planned statement.
@@ -82,11 +83,31 @@ impl GatewayService {
         for c in &analysis.catalogs {
             self.authorizer.check(&ctx.identity, Operation::AccessCatalog, &Resource::Catalog(c.clone())).await?;
         }
-        let pool = self.router.route(&analysis.catalogs).await?;
+        let client = super::client_info(self, ctx);
+        let resource_group = self.admission.as_ref().and_then(|a| {
+            a.select_group(&quiver_policies::resource_groups::SelectionContext {
+                user: &ctx.identity.user,
+                groups: &ctx.identity.groups,
+                source: client.source.as_deref(),
+                query_type: Some(analysis.query_type),
+                client_tags: &client.tags,
+            })
+        });
+        let request = RouteRequest {
+            user: &ctx.identity.user,
+            groups: &ctx.identity.groups,
+            source: client.source.as_deref(),
+            client_tags: &client.tags,
+            query_type: analysis.query_type.as_str(),
+            catalogs: &analysis.catalogs,
+            resource_group: resource_group.as_deref(),
+        };
+        let (pool, rule) = self.router.route_request(&request).await?;
         tracing::info!(
             user = %ctx.identity.user,
             query_type = analysis.query_type.as_str(),
             pool = %pool.name,
+            rule = %rule,
             tables = ?analysis.tables.iter().map(|t| t.to_string()).collect::<Vec<_>>(),
             "statement admitted"
         );
