@@ -380,7 +380,7 @@ mod tests {
     fn toml_examples_in_the_docs_parse() {
         let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs");
         let mut checked = 0;
-        for doc in ["authentication.md", "configuration.md"] {
+        for doc in ["authentication.md", "configuration.md", "routing.md", "resource-groups.md"] {
             let text = std::fs::read_to_string(docs.join(doc)).expect("doc");
             for (i, block) in text.split("```toml\n").skip(1).enumerate() {
                 let block = block.split("```").next().unwrap_or_default();
