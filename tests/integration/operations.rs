@@ -411,3 +411,61 @@ async fn routing_rules_pick_pools_by_user_and_source_and_fall_back_unless_strict
     assert!(err.to_string().contains("draining"), "{err}");
     gw.shutdown().await;
 }
+
+fn write_groups(path: &std::path::Path, hard: u32, queued: u32) {
+    let json = format!(
+        r#"{{"rootGroups": [{{"name": "global", "softMemoryLimit": "100%", "hardConcurrencyLimit": 100, "maxQueued": 100,
+             "subGroups": [{{"name": "adhoc", "softMemoryLimit": "50%", "hardConcurrencyLimit": {hard}, "maxQueued": {queued}}}]}}],
+           "selectors": [{{"group": "global.adhoc"}}]}}"#
+    );
+    std::fs::write(path, json).expect("write");
+}
+
+async fn group_state(gw: &quiver_gateway::RunningGateway) -> serde_json::Value {
+    json_body(&http_get(gw.http_addr, "/v1/resourceGroupState/global/adhoc", &[]).await)
+}
+
+#[tokio::test]
+async fn a_queued_client_that_goes_away_leaves_the_queue_and_the_file_reloads_on_change() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let groups = dir.path().join("resource-groups.json");
+    write_groups(&groups, 1, 5);
+    let mut cfg = gateway_config();
+    cfg.resource_groups =
+        Some(quiver_gateway::config::ResourceGroupsConfig { config_file: groups.clone(), tick_ms: 50 });
+    let gw = gateway(cfg).await;
+    let (running, _) = start_long_stream(gw.flight_addr, 500_000_000).await;
+    let addr = gw.flight_addr;
+    let waiter = tokio::spawn(async move {
+        let mut client = client(addr).await;
+        let info = client.execute("SELECT 1".into(), None).await.expect("plan");
+        client.do_get(info.endpoint[0].ticket.clone().expect("ticket")).await.map(|_| ())
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while group_state(&gw).await["numQueuedQueries"] != 1 {
+        assert!(Instant::now() < deadline, "the second query never queued");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    waiter.abort(); // the client goes away while queued
+    while group_state(&gw).await["numQueuedQueries"] != 0 {
+        assert!(Instant::now() < deadline, "the abandoned query stayed in the queue");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(group_state(&gw).await["numRunningQueries"], 1, "the running query was not disturbed");
+
+    // A new file takes effect without a restart; the running query goes on.
+    write_groups(&groups, 3, 5);
+    while group_state(&gw).await["hardConcurrencyLimit"] != 3 {
+        assert!(Instant::now() < deadline, "the file was not reloaded");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(group_state(&gw).await["numRunningQueries"], 1);
+    let mut c = client(gw.flight_addr).await;
+    assert_eq!(rows(&query(&mut c, "SELECT 1").await), 1, "a second slot exists now");
+    // A broken file keeps the groups in force.
+    std::fs::write(&groups, "{ not json").expect("write");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(group_state(&gw).await["hardConcurrencyLimit"], 3);
+    drop(running);
+    gw.shutdown().await;
+}
