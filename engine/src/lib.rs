@@ -24,5 +24,8 @@ pub use service::{EngineService, nodelay_incoming, serve};
 /// Request header naming the default catalog of a statement (set by the gateway from the
 /// client's session).
 pub const CATALOG_HEADER: &str = "x-quiver-catalog";
+/// Request header with a per-query memory limit in bytes (the resource group's
+/// `softMemoryLimit`): the query runs in a memory pool of that size instead of the worker's.
+pub const MEMORY_LIMIT_HEADER: &str = "x-quiver-memory-limit";
 /// Request header naming the default schema of a statement.
 pub const SCHEMA_HEADER: &str = "x-quiver-schema";

@@ -85,6 +85,23 @@ pub fn nodelay_incoming(
     })
 }
 
+/// The session with its own memory pool when the request carries `x-quiver-memory-limit`:
+/// the query may use at most that many bytes (spilling where it can, failing with
+/// RESOURCE_EXHAUSTED where it cannot); files, caches and the spill directory stay shared.
+fn with_memory_limit<T>(state: SessionState, request: &Request<T>) -> Result<SessionState, Status> {
+    let Some(value) = request.metadata().get(crate::MEMORY_LIMIT_HEADER) else { return Ok(state) };
+    let limit: usize = value.to_str().ok().and_then(|v| v.trim().parse().ok()).filter(|v| *v > 0).ok_or_else(|| {
+        Status::invalid_argument(format!("{} must be a positive number of bytes", crate::MEMORY_LIMIT_HEADER))
+    })?;
+    let pool: Arc<dyn datafusion::execution::memory_pool::MemoryPool> =
+        Arc::new(datafusion::execution::memory_pool::FairSpillPool::new(limit));
+    let runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::from_runtime_env(state.runtime_env())
+        .with_memory_pool(pool)
+        .build_arc()
+        .map_err(|e| Status::internal(format!("per-query memory pool: {e}")))?;
+    Ok(datafusion::execution::SessionStateBuilder::new_from_existing(state).with_runtime_env(runtime).build())
+}
+
 fn sql_info() -> Result<SqlInfoData, EngineError> {
     let mut b = SqlInfoDataBuilder::new();
     b.append(SqlInfo::FlightSqlServerName, "Quiver engine (DataFusion)");
@@ -361,20 +378,22 @@ impl FlightSqlService for EngineService {
     async fn do_get_statement(
         &self,
         ticket: TicketStatementQuery,
-        _request: Request<Ticket>,
+        request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
         let handle = StatementHandle::decode(&ticket.statement_handle)?;
         let (state, plan) = self.plan(&handle).await?;
+        let state = with_memory_limit(state, &request)?;
         Ok(Response::new(self.execute(state, plan).await?))
     }
 
     async fn do_get_prepared_statement(
         &self,
         cmd: CommandPreparedStatementQuery,
-        _request: Request<Ticket>,
+        request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
         let handle = StatementHandle::decode(&cmd.prepared_statement_handle)?;
         let (state, plan) = self.plan(&handle).await?;
+        let state = with_memory_limit(state, &request)?;
         Ok(Response::new(self.execute(state, plan).await?))
     }
 

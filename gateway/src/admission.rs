@@ -66,12 +66,21 @@ fn mtime(path: &PathBuf) -> Option<SystemTime> {
 }
 
 impl AdmissionController {
-    /// Loads Trino's `resource-groups.json` from `path`.
-    pub fn load(path: PathBuf, metrics: Arc<Metrics>) -> std::result::Result<Self, String> {
+    /// Loads Trino's `resource-groups.json` from `path`; `cluster_memory` is what
+    /// `softMemoryLimit` percentages are taken of.
+    pub fn load(
+        path: PathBuf,
+        cluster_memory: Option<u64>,
+        metrics: Arc<Metrics>,
+    ) -> std::result::Result<Self, String> {
         let spec = ResourceGroupsSpec::from_file(&path).map_err(|e| e.to_string())?;
         let loaded = mtime(&path);
+        let mut manager = ResourceGroupManager::new(spec);
+        if let Some(bytes) = cluster_memory {
+            manager.set_cluster_memory_bytes(bytes);
+        }
         Ok(AdmissionController {
-            manager: Mutex::new(ResourceGroupManager::new(spec)),
+            manager: Mutex::new(manager),
             waiting: Mutex::new(HashMap::new()),
             path,
             loaded: Mutex::new(loaded),

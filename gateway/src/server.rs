@@ -9,6 +9,7 @@ use quiver_auth::{
     SessionTokens, UserMapping,
 };
 use quiver_engine::Engine;
+use quiver_engine::config::parse_bytes;
 use quiver_policies::{AllowAll, Authorizer};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -225,7 +226,14 @@ pub async fn start(config: QuiverConfig) -> anyhow::Result<RunningGateway> {
     };
     let admission = match &config.resource_groups {
         Some(rg) => {
-            let controller = AdmissionController::load(rg.config_file.clone(), metrics.clone())
+            let cluster_memory = rg
+                .cluster_memory
+                .as_deref()
+                .map(parse_bytes)
+                .transpose()
+                .map_err(anyhow::Error::msg)?
+                .map(|b| b as u64);
+            let controller = AdmissionController::load(rg.config_file.clone(), cluster_memory, metrics.clone())
                 .map_err(|e| anyhow::anyhow!("resource_groups.config_file: {e}"))?;
             let controller = Arc::new(controller);
             probers.push(controller.spawn_ticker(Duration::from_millis(rg.tick_ms)));

@@ -290,7 +290,8 @@ async fn a_full_resource_group_runs_two_queues_three_and_refuses_the_rest_by_nam
     )
     .expect("write");
     let mut cfg = gateway_config();
-    cfg.resource_groups = Some(quiver_gateway::config::ResourceGroupsConfig { config_file: groups, tick_ms: 100 });
+    cfg.resource_groups =
+        Some(quiver_gateway::config::ResourceGroupsConfig { config_file: groups, tick_ms: 100, cluster_memory: None });
     let gw = gateway(cfg).await;
 
     // Ten long streams at once: each plans, then asks for its results.
@@ -431,8 +432,11 @@ async fn a_queued_client_that_goes_away_leaves_the_queue_and_the_file_reloads_on
     let groups = dir.path().join("resource-groups.json");
     write_groups(&groups, 1, 5);
     let mut cfg = gateway_config();
-    cfg.resource_groups =
-        Some(quiver_gateway::config::ResourceGroupsConfig { config_file: groups.clone(), tick_ms: 50 });
+    cfg.resource_groups = Some(quiver_gateway::config::ResourceGroupsConfig {
+        config_file: groups.clone(),
+        tick_ms: 50,
+        cluster_memory: None,
+    });
     let gw = gateway(cfg).await;
     let (running, _) = start_long_stream(gw.flight_addr, 500_000_000).await;
     let addr = gw.flight_addr;
@@ -467,5 +471,35 @@ async fn a_queued_client_that_goes_away_leaves_the_queue_and_the_file_reloads_on
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(group_state(&gw).await["hardConcurrencyLimit"], 3);
     drop(running);
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_groups_soft_memory_limit_becomes_the_querys_memory_pool_on_the_worker() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let groups = dir.path().join("resource-groups.json");
+    std::fs::write(
+        &groups,
+        r#"{"rootGroups": [
+              {"name": "small", "softMemoryLimit": "1MB", "hardConcurrencyLimit": 4, "maxQueued": 4},
+              {"name": "big", "softMemoryLimit": "50%", "hardConcurrencyLimit": 4, "maxQueued": 4}],
+            "selectors": [{"user": "bob", "group": "big"}, {"group": "small"}]}"#,
+    )
+    .expect("write");
+    let mut cfg = gateway_config();
+    cfg.resource_groups = Some(quiver_gateway::config::ResourceGroupsConfig {
+        config_file: groups,
+        tick_ms: 100,
+        cluster_memory: Some("1GiB".into()),
+    });
+    let gw = gateway(cfg).await;
+    // array_agg cannot spill: 3 M values need ~24 MB.
+    let sql = "SELECT cardinality(array_agg(value)) FROM range(3000000)";
+    let mut small = raw(gw.flight_addr).await;
+    let err = raw_query(&mut small, sql).await.expect_err("1 MB is not enough");
+    assert!(err.message().to_lowercase().contains("resources exhausted"), "{err}");
+    let mut bob = client(gw.flight_addr).await;
+    bob.handshake("bob", "").await.expect("open mode");
+    assert_eq!(rows(&query(&mut bob, sql).await), 1, "512 MiB (50% of 1 GiB) is enough");
     gw.shutdown().await;
 }

@@ -121,6 +121,10 @@ pub struct ResourceGroupsConfig {
     /// How often CPU quota is regenerated and the file checked for changes, in milliseconds.
     #[serde(default = "default_tick_ms")]
     pub tick_ms: u64,
+    /// The memory that `softMemoryLimit` percentages are taken of (e.g. `"64GiB"`, the memory
+    /// of one worker). Unset: percentage limits are not sent to workers; sizes always are.
+    #[serde(default)]
+    pub cluster_memory: Option<String>,
 }
 
 fn default_tick_ms() -> u64 {
@@ -304,6 +308,9 @@ impl QuiverConfig {
         if let Some(rg) = &self.resource_groups {
             if let Err(e) = quiver_policies::resource_groups::ResourceGroupsSpec::from_file(&rg.config_file) {
                 push!("resource_groups.config_file", e.to_string());
+            }
+            if let Some(Err(e)) = rg.cluster_memory.as_deref().map(parse_bytes) {
+                push!("resource_groups.cluster_memory", e);
             }
             if rg.tick_ms == 0 {
                 push!("resource_groups.tick_ms", String::from("must be at least 1"));

@@ -224,12 +224,19 @@ impl GatewayService {
         // Until the first frame arrives nothing has run for the client: a worker that cannot
         // be reached is retried once (tickets are self-contained, any worker can serve them).
         let ticket = Bytes::from(ticket);
+        // The group's softMemoryLimit becomes the query's memory pool on the worker.
+        let memory_limit = guard.permit.as_ref().and_then(|p| p.memory_limit);
         let started = pool
             .call_idempotent(|worker| {
-                let ticket = Ticket { ticket: ticket.clone() };
+                let mut request = Request::new(Ticket { ticket: ticket.clone() });
+                if let Some(limit) = memory_limit
+                    && let Ok(value) = limit.to_string().parse()
+                {
+                    request.metadata_mut().insert(quiver_engine::MEMORY_LIMIT_HEADER, value);
+                }
                 async move {
                     let inflight = worker.begin();
-                    let stream = worker.client().do_get(ticket).await?.into_inner();
+                    let stream = worker.client().do_get(request).await?.into_inner();
                     Ok((stream, inflight))
                 }
             })
