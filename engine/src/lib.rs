@@ -27,5 +27,26 @@ pub const CATALOG_HEADER: &str = "x-quiver-catalog";
 /// Request header with a per-query memory limit in bytes (the resource group's
 /// `softMemoryLimit`): the query runs in a memory pool of that size instead of the worker's.
 pub const MEMORY_LIMIT_HEADER: &str = "x-quiver-memory-limit";
+/// Request header asking a DoGet to end with one extra, metadata-only FlightData message
+/// whose `app_metadata` is [`QueryStats`] JSON (the gateway consumes it; clients never see it).
+pub const REPORT_STATS_HEADER: &str = "x-quiver-report-stats";
+
+/// What a worker reports about a finished query when asked with [`REPORT_STATS_HEADER`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct QueryStats {
+    /// CPU time the query's operators spent computing (DataFusion's `elapsed_compute`,
+    /// summed over the plan), in nanoseconds.
+    pub quiver_cpu_nanos: u64,
+}
+
+impl QueryStats {
+    /// The stats carried by a metadata-only frame, if `app_metadata` is one.
+    pub fn from_app_metadata(app_metadata: &[u8]) -> Option<QueryStats> {
+        if !app_metadata.starts_with(b"{\"quiver_cpu_nanos\"") {
+            return None;
+        }
+        serde_json::from_slice(app_metadata).ok()
+    }
+}
 /// Request header naming the default schema of a statement.
 pub const SCHEMA_HEADER: &str = "x-quiver-schema";

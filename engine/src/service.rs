@@ -102,6 +102,17 @@ fn with_memory_limit<T>(state: SessionState, request: &Request<T>) -> Result<Ses
     Ok(datafusion::execution::SessionStateBuilder::new_from_existing(state).with_runtime_env(runtime).build())
 }
 
+/// Whether the caller asked for the closing stats message.
+fn wants_stats<T>(request: &Request<T>) -> bool {
+    request.metadata().get(crate::REPORT_STATS_HEADER).is_some_and(|v| v.as_bytes() == b"1")
+}
+
+/// CPU time of a finished plan: every operator's `elapsed_compute`, summed over the tree.
+fn cpu_nanos(plan: &dyn ExecutionPlan) -> u64 {
+    let own = plan.metrics().and_then(|m| m.elapsed_compute()).unwrap_or(0) as u64;
+    own + plan.children().into_iter().map(|c| cpu_nanos(c.as_ref())).sum::<u64>()
+}
+
 fn sql_info() -> Result<SqlInfoData, EngineError> {
     let mut b = SqlInfoDataBuilder::new();
     b.append(SqlInfo::FlightSqlServerName, "Quiver engine (DataFusion)");
@@ -144,18 +155,25 @@ impl EngineService {
         })
     }
 
-    /// Runs a planned statement to a stream of FlightData.
-    async fn execute(&self, state: SessionState, plan: LogicalPlan) -> Result<DoGetStream, EngineError> {
-        let (schema, stream) = match StatementKind::of(&plan) {
+    /// Runs a planned statement to a stream of FlightData; with `report_stats`, the stream
+    /// ends with a metadata-only message carrying [`crate::QueryStats`].
+    async fn execute(
+        &self,
+        state: SessionState,
+        plan: LogicalPlan,
+        report_stats: bool,
+    ) -> Result<DoGetStream, EngineError> {
+        let (schema, stream, physical) = match StatementKind::of(&plan) {
             StatementKind::Ddl => {
                 let ctx = SessionContext::new_with_state(state);
                 let df = ctx.execute_logical_plan(plan).await?;
-                (empty_schema(), df.execute_stream().await?)
+                (empty_schema(), df.execute_stream().await?, None)
             }
             StatementKind::Query | StatementKind::Dml => {
                 let physical: Arc<dyn ExecutionPlan> = state.create_physical_plan(&plan).await?;
                 let schema = flight_schema(&physical.schema());
-                (schema, execute_stream(physical, state.task_ctx())?)
+                let stream = execute_stream(physical.clone(), state.task_ctx())?;
+                (schema, stream, Some(physical))
             }
         };
         let wire = schema.clone();
@@ -165,8 +183,18 @@ impl EngineService {
         let encoded = FlightDataEncoderBuilder::new()
             .with_max_flight_data_size(MAX_FLIGHT_DATA_BYTES)
             .with_schema(schema)
-            .build(batches);
-        Ok(Box::pin(encoded.map_err(flight_error_to_status)))
+            .build(batches)
+            .map_err(flight_error_to_status);
+        if !report_stats {
+            return Ok(Box::pin(encoded));
+        }
+        // Polled only once every batch went out, so the plan's metrics are final.
+        let stats = futures::stream::once(async move {
+            let stats = crate::QueryStats { quiver_cpu_nanos: physical.as_deref().map(cpu_nanos).unwrap_or(0) };
+            let json = serde_json::to_vec(&stats).map_err(|e| Status::internal(format!("query stats: {e}")))?;
+            Ok(arrow_flight::FlightData { app_metadata: json.into(), ..arrow_flight::FlightData::default() })
+        });
+        Ok(Box::pin(futures::StreamExt::chain(encoded, stats)))
     }
 
     /// Runs a statement and returns the number of rows it changed.
@@ -383,7 +411,7 @@ impl FlightSqlService for EngineService {
         let handle = StatementHandle::decode(&ticket.statement_handle)?;
         let (state, plan) = self.plan(&handle).await?;
         let state = with_memory_limit(state, &request)?;
-        Ok(Response::new(self.execute(state, plan).await?))
+        Ok(Response::new(self.execute(state, plan, wants_stats(&request)).await?))
     }
 
     async fn do_get_prepared_statement(
@@ -394,7 +422,7 @@ impl FlightSqlService for EngineService {
         let handle = StatementHandle::decode(&cmd.prepared_statement_handle)?;
         let (state, plan) = self.plan(&handle).await?;
         let state = with_memory_limit(state, &request)?;
-        Ok(Response::new(self.execute(state, plan).await?))
+        Ok(Response::new(self.execute(state, plan, wants_stats(&request)).await?))
     }
 
     async fn do_get_fallback(

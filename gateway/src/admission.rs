@@ -55,6 +55,15 @@ impl std::fmt::Debug for Permit {
     }
 }
 
+impl Permit {
+    /// Charges CPU time the worker reported for this query to its group (and ancestors):
+    /// over `softCpuLimit` a group runs fewer queries, over `hardCpuLimit` none, until the
+    /// quota regenerates.
+    pub fn charge_cpu(&self, used: Duration) {
+        self.controller.manager.lock().add_query_cpu_usage(&self.id, used);
+    }
+}
+
 impl Drop for Permit {
     fn drop(&mut self) {
         self.controller.release(&self.id);

@@ -113,6 +113,7 @@ pub struct QueryRecord {
     pub cancel: CancelFlag,
     bytes: AtomicU64,
     rows: AtomicU64,
+    cpu_nanos: AtomicU64,
 }
 
 /// What the admin API shows of a query.
@@ -147,6 +148,8 @@ pub struct QueryInfo {
     pub rows: u64,
     /// Arrow IPC bytes streamed.
     pub bytes: u64,
+    /// CPU time the worker reported, in milliseconds (Quiver workers; 0 otherwise).
+    pub cpu_ms: u64,
     /// Why it failed.
     pub error: Option<String>,
 }
@@ -188,6 +191,11 @@ impl QueryRecord {
         self.rows.fetch_add(rows, Ordering::Relaxed);
     }
 
+    /// Records CPU time the worker reported.
+    pub fn add_cpu(&self, used: Duration) {
+        self.cpu_nanos.fetch_add(used.as_nanos() as u64, Ordering::Relaxed);
+    }
+
     /// The admin API's view.
     pub fn info(&self) -> QueryInfo {
         let p = self.progress.lock().clone();
@@ -208,6 +216,7 @@ impl QueryRecord {
             elapsed_ms: elapsed.as_millis() as u64,
             rows: self.rows.load(Ordering::Relaxed),
             bytes: self.bytes.load(Ordering::Relaxed),
+            cpu_ms: self.cpu_nanos.load(Ordering::Relaxed) / 1_000_000,
             error: p.error,
         }
     }
@@ -271,6 +280,7 @@ impl QueryRegistry {
             cancel: CancelFlag::default(),
             bytes: AtomicU64::new(0),
             rows: AtomicU64::new(0),
+            cpu_nanos: AtomicU64::new(0),
         })
     }
 

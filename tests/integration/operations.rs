@@ -503,3 +503,47 @@ async fn a_groups_soft_memory_limit_becomes_the_querys_memory_pool_on_the_worker
     assert_eq!(rows(&query(&mut bob, sql).await), 1, "512 MiB (50% of 1 GiB) is enough");
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn cpu_time_reported_by_workers_counts_against_the_groups_hard_cpu_limit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let groups = dir.path().join("resource-groups.json");
+    std::fs::write(
+        &groups,
+        r#"{"cpuQuotaPeriod": "1h",
+            "rootGroups": [{"name": "metered", "softMemoryLimit": "100%", "hardConcurrencyLimit": 10,
+                            "maxQueued": 10, "softCpuLimit": "1ms", "hardCpuLimit": "2ms"}],
+            "selectors": [{"group": "metered"}]}"#,
+    )
+    .expect("write");
+    let mut cfg = gateway_config();
+    cfg.resource_groups =
+        Some(quiver_gateway::config::ResourceGroupsConfig { config_file: groups, tick_ms: 100, cluster_memory: None });
+    let gw = gateway(cfg).await;
+    let mut c = client(gw.flight_addr).await;
+    let sql = "SELECT l_returnflag, sum(l_extendedprice * (1 - l_discount)) FROM lineitem GROUP BY l_returnflag";
+    assert_eq!(rows(&query(&mut c, sql).await), 3);
+    let list = json_body(&http_get(gw.http_addr, "/v1/query", &[]).await);
+    let cpu = list[0]["cpuMs"].as_u64().expect("cpuMs");
+    assert!(list[0]["state"] == "FINISHED" && cpu >= 2, "the worker reported {cpu} ms: {list}");
+
+    // Over hardCpuLimit, the next query waits (the quota regenerates 2 ms per hour).
+    let addr = gw.flight_addr;
+    let waiting = tokio::spawn(async move {
+        let mut c = client(addr).await;
+        let info = c.execute("SELECT 1".into(), None).await.expect("plan");
+        c.do_get(info.endpoint[0].ticket.clone().expect("ticket")).await.map(|_| ())
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let state = json_body(&http_get(gw.http_addr, "/v1/resourceGroupState/metered", &[]).await);
+        if state["numQueuedQueries"] == 1 {
+            assert_eq!(state["numRunningQueries"], 0, "{state}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the query ran despite the spent CPU quota: {state}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    waiting.abort();
+    gw.shutdown().await;
+}

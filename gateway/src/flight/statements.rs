@@ -229,6 +229,11 @@ impl GatewayService {
         let started = pool
             .call_idempotent(|worker| {
                 let mut request = Request::new(Ticket { ticket: ticket.clone() });
+                // Quiver workers end the stream with the query's CPU time (other engines
+                // ignore the header).
+                request
+                    .metadata_mut()
+                    .insert(quiver_engine::REPORT_STATS_HEADER, tonic::metadata::MetadataValue::from_static("1"));
                 if let Some(limit) = memory_limit
                     && let Ok(value) = limit.to_string().parse()
                 {
@@ -339,30 +344,43 @@ fn forward(
             guard.outcome = Some((QueryState::Cancelled, Some("cancelled".into())));
             Some((Err(Status::cancelled("the query was cancelled")), None))
         };
-        if record.cancel.is_cancelled() {
-            return cancelled(guard);
-        }
-        tokio::select! {
-            biased;
-            item = stream.message() => match item {
-                Ok(Some(data)) => {
-                    record.add_frame(data.data_header.len() + data.data_body.len(), frame_rows(&data));
-                    Some((Ok(data), Some((stream, worker, pool, (inflight, guard)))))
-                }
-                Ok(None) => {
-                    guard.outcome = Some((QueryState::Finished, None));
-                    None
-                }
-                // A worker that fails mid-stream must never look like a complete result, and
-                // it counts against the worker's health. Frames have flowed: no retry.
-                Err(status) => {
-                    pool.observe(&worker, Some(&status));
-                    let status = Status::from(worker.error(status));
-                    guard.outcome = Some((QueryState::Failed, Some(status.message().to_string())));
-                    Some((Err(status), None))
-                }
-            },
-            _ = record.cancel.cancelled() => cancelled(guard),
+        loop {
+            if record.cancel.is_cancelled() {
+                return cancelled(guard);
+            }
+            tokio::select! {
+                biased;
+                item = stream.message() => match item {
+                    Ok(Some(data)) => {
+                        // The worker's closing stats message is for the gateway, not the client.
+                        if data.data_header.is_empty()
+                            && let Some(stats) = quiver_engine::QueryStats::from_app_metadata(&data.app_metadata)
+                        {
+                            let cpu = std::time::Duration::from_nanos(stats.quiver_cpu_nanos);
+                            record.add_cpu(cpu);
+                            if let Some(permit) = &guard.permit {
+                                permit.charge_cpu(cpu);
+                            }
+                            continue;
+                        }
+                        record.add_frame(data.data_header.len() + data.data_body.len(), frame_rows(&data));
+                        return Some((Ok(data), Some((stream, worker, pool, (inflight, guard)))));
+                    }
+                    Ok(None) => {
+                        guard.outcome = Some((QueryState::Finished, None));
+                        return None;
+                    }
+                    // A worker that fails mid-stream must never look like a complete result, and
+                    // it counts against the worker's health. Frames have flowed: no retry.
+                    Err(status) => {
+                        pool.observe(&worker, Some(&status));
+                        let status = Status::from(worker.error(status));
+                        guard.outcome = Some((QueryState::Failed, Some(status.message().to_string())));
+                        return Some((Err(status), None));
+                    }
+                },
+                _ = record.cancel.cancelled() => return cancelled(guard),
+            }
         }
     }))
 }
