@@ -53,6 +53,8 @@ pub fn password_config(dir: &Path) -> QuiverConfig {
     let mut cfg = gateway_config();
     cfg.auth.methods = vec![AuthMethod::PasswordFile];
     cfg.auth.password_file = Some(password_file(dir));
+    // Everyone-is-admin is for open mode only.
+    cfg.admin.users.clear();
     cfg
 }
 
