@@ -20,6 +20,7 @@ pub mod ldap;
 mod mapping;
 mod open;
 mod password_file;
+pub mod tls;
 mod token;
 
 pub use certificate::{CertificateAuthenticator, CertificateConfig, CertificateUserField};

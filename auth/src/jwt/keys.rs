@@ -275,29 +275,7 @@ impl RemoteKeys {
             (None, Some(issuer)) => Location::Discovery(issuer.clone()),
             (None, None) => return Ok(None),
         };
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let builder = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| format!("TLS setup: {e}"))?;
-        let tls = match &config.ca_file {
-            Some(path) => {
-                use rustls::pki_types::{CertificateDer, pem::PemObject};
-                let named = |e: String| format!("ca_file {}: {e}", path.display());
-                let pem = std::fs::read(path).map_err(|e| named(e.to_string()))?;
-                let mut roots = rustls::RootCertStore::empty();
-                for cert in CertificateDer::pem_slice_iter(&pem) {
-                    roots.add(cert.map_err(|e| named(e.to_string()))?).map_err(|e| named(e.to_string()))?;
-                }
-                if roots.is_empty() {
-                    return Err(named("holds no certificate".into()));
-                }
-                builder.with_root_certificates(roots).with_no_client_auth()
-            }
-            None => {
-                use rustls_platform_verifier::BuilderVerifierExt;
-                builder.with_platform_verifier().map_err(|e| format!("TLS setup: {e}"))?.with_no_client_auth()
-            }
-        };
+        let tls = crate::tls::client_config(config.ca_file.as_deref())?;
         let timeout = Duration::from_secs(config.http_timeout_secs);
         let client = reqwest::Client::builder()
             .tls_backend_preconfigured(tls)

@@ -6,8 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ldap3::{LdapConnAsync, LdapConnSettings, LdapError};
-use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject;
 
 use super::config::{USER_DN_PLACEHOLDER, USER_PLACEHOLDER};
 use crate::AuthError;
@@ -127,19 +125,7 @@ impl Ldap {
 
 /// A rustls client config (ring provider) trusting only the certificates in `ca_file`.
 fn tls_config(ca_file: &Path) -> Result<rustls::ClientConfig, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    let certs = CertificateDer::pem_file_iter(ca_file).map_err(|e| format!("ca_file {}: {e}", ca_file.display()))?;
-    for cert in certs {
-        let cert = cert.map_err(|e| format!("ca_file {}: {e}", ca_file.display()))?;
-        roots.add(cert).map_err(|e| format!("ca_file {}: {e}", ca_file.display()))?;
-    }
-    if roots.is_empty() {
-        return Err(format!("ca_file {}: no PEM certificate found", ca_file.display()));
-    }
-    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS setup: {e}"))
-        .map(|b| b.with_root_certificates(roots).with_no_client_auth())
+    crate::tls::client_config(Some(ca_file))
 }
 
 /// `template` with `${USER}` replaced by `user` escaped as an RFC 4514 DN attribute value.

@@ -2,7 +2,6 @@
 //! data API. One `reqwest::Client` for all requests (connections are reused); every failure
 //! (connect, timeout, status, body) is `Unavailable`, so the caller is refused.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -28,29 +27,7 @@ impl RemoteOpa {
     /// A client for `config`; `policy_uri` names the server in the policy version.
     pub fn new(config: &RemoteConfig, policy_uri: &str) -> Result<Self, PolicyError> {
         let unavailable = |e: String| PolicyError::Unavailable(format!("remote OPA client: {e}"));
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let builder = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| unavailable(e.to_string()))?;
-        let tls = match &config.ca_file {
-            Some(path) => {
-                use rustls::pki_types::{CertificateDer, pem::PemObject};
-                let named = |e: String| unavailable(format!("ca_file {}: {e}", path.display()));
-                let pem = std::fs::read(path).map_err(|e| named(e.to_string()))?;
-                let mut roots = rustls::RootCertStore::empty();
-                for cert in CertificateDer::pem_slice_iter(&pem) {
-                    roots.add(cert.map_err(|e| named(e.to_string()))?).map_err(|e| named(e.to_string()))?;
-                }
-                if roots.is_empty() {
-                    return Err(named("holds no certificate".into()));
-                }
-                builder.with_root_certificates(roots).with_no_client_auth()
-            }
-            None => {
-                use rustls_platform_verifier::BuilderVerifierExt;
-                builder.with_platform_verifier().map_err(|e| unavailable(e.to_string()))?.with_no_client_auth()
-            }
-        };
+        let tls = quiver_auth::tls::client_config(config.ca_file.as_deref()).map_err(unavailable)?;
         let timeout = Duration::from_millis(config.timeout_ms);
         let client = reqwest::Client::builder()
             .tls_backend_preconfigured(tls)
