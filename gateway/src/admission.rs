@@ -21,6 +21,7 @@ use tokio::task::JoinHandle;
 
 use crate::error::{GatewayError, Result};
 use crate::metrics::Metrics;
+use crate::queries::CancelFlag;
 
 /// Resource groups of one gateway.
 pub struct AdmissionController {
@@ -98,12 +99,13 @@ impl AdmissionController {
     }
 
     /// Asks for a slot for query `id`. Resolves when it may run; while it waits, `on_queued`
-    /// has been called once. Dropping the future leaves the queue.
+    /// has been called once. Dropping the future, or `cancel` firing (a kill), leaves the queue.
     pub async fn admit(
         self: &Arc<Self>,
         id: &str,
         context: &SelectionContext<'_>,
         priority: i32,
+        cancel: &CancelFlag,
         on_queued: impl FnOnce(&str),
     ) -> Result<Permit> {
         let query = QueryId::from(id);
@@ -145,7 +147,13 @@ impl AdmissionController {
                 let permit = Permit { controller: self.clone(), id: query, group, memory_limit };
                 on_queued(&permit.group);
                 if let Some(rx) = wait {
-                    rx.await.map_err(|_| GatewayError::Unavailable("the resource group queue was dropped".into()))?;
+                    tokio::select! {
+                        woken = rx => woken
+                            .map_err(|_| GatewayError::Unavailable("the resource group queue was dropped".into()))?,
+                        _ = cancel.cancelled() => {
+                            return Err(GatewayError::Cancelled("the query was cancelled while queued".into()));
+                        }
+                    }
                 }
                 Ok(permit)
             }
@@ -174,6 +182,8 @@ impl AdmissionController {
 
     fn update_gauges(&self) {
         let manager = self.manager.lock();
+        // Groups made from templates come and go: start from a clean slate each time.
+        self.metrics.clear_groups();
         for group in manager.group_ids() {
             let running = manager.running_queries(&group).len();
             let queued = manager.queued_queries(&group).len();

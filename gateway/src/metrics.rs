@@ -157,6 +157,12 @@ impl Metrics {
         self.group_queued.get_or_create(&labels).set(queued as i64);
     }
 
+    /// Forgets every group's running/queued gauges (before they are set again).
+    pub fn clear_groups(&self) {
+        self.group_running.clear();
+        self.group_queued.clear();
+    }
+
     /// Counts a query a resource group refused.
     pub fn group_rejected(&self, group: &str) {
         self.group_rejected.get_or_create(&GroupLabels { group: group.into() }).inc();

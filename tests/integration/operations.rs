@@ -457,6 +457,28 @@ async fn a_queued_client_that_goes_away_leaves_the_queue_and_the_file_reloads_on
     }
     assert_eq!(group_state(&gw).await["numRunningQueries"], 1, "the running query was not disturbed");
 
+    // An operator kills a queued query: it leaves the queue and its client gets CANCELLED.
+    let waiter = tokio::spawn(async move {
+        let mut client = client(addr).await;
+        let info = client.execute("SELECT 2".into(), None).await.expect("plan");
+        client.do_get(info.endpoint[0].ticket.clone().expect("ticket")).await.map(|_| ())
+    });
+    let id = loop {
+        let list = json_body(&http_get(gw.http_addr, "/v1/query", &[]).await);
+        if let Some(q) = list.as_array().expect("list").iter().find(|q| q["state"] == "QUEUED") {
+            break q["queryId"].as_str().expect("id").to_string();
+        }
+        assert!(Instant::now() < deadline, "no queued query: {list}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let killed = http_request(gw.http_addr, "DELETE", &format!("/v1/query/{id}"), &[]).await;
+    assert!(killed.starts_with("HTTP/1.1 204"), "{killed}");
+    match tokio::time::timeout(Duration::from_secs(10), waiter).await.expect("prompt").expect("join") {
+        Err(FlightError::Tonic(status)) => assert_eq!(status.code(), tonic::Code::Cancelled, "{status}"),
+        other => panic!("a killed queued query must end CANCELLED, got {other:?}"),
+    }
+    assert_eq!(group_state(&gw).await["numQueuedQueries"], 0);
+
     // A new file takes effect without a restart; the running query goes on.
     write_groups(&groups, 3, 5);
     while group_state(&gw).await["hardConcurrencyLimit"] != 3 {

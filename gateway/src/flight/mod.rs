@@ -173,6 +173,7 @@ impl GatewayService {
         client: &ClientInfo,
         id: &str,
         kind: &str,
+        cancel: &crate::queries::CancelFlag,
         on_queued: impl FnOnce(&str),
     ) -> Result<Option<Permit>> {
         let Some(admission) = &self.admission else { return Ok(None) };
@@ -183,7 +184,7 @@ impl GatewayService {
             query_type: quiver_policies::QueryType::from_trino_name(kind),
             client_tags: &client.tags,
         };
-        admission.admit(id, &context, client.priority, on_queued).await.map(Some)
+        admission.admit(id, &context, client.priority, cancel, on_queued).await.map(Some)
     }
 }
 

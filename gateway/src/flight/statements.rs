@@ -193,7 +193,7 @@ impl GatewayService {
         // The resource group first: a queued query holds no worker.
         let record = guard.record.clone();
         let admitted = self
-            .admit_to_group(ctx, client, &id, kind, |group| {
+            .admit_to_group(ctx, client, &id, kind, &record.cancel, |group| {
                 record.set_group(group);
                 record.set_state(QueryState::Queued);
             })
@@ -206,7 +206,9 @@ impl GatewayService {
                 guard.permit = permit;
             }
             Err(e) => {
-                guard.outcome = Some((QueryState::Failed, Some(e.to_string())));
+                let state =
+                    if matches!(e, GatewayError::Cancelled(_)) { QueryState::Cancelled } else { QueryState::Failed };
+                guard.outcome = Some((state, Some(e.to_string())));
                 return Err(e);
             }
         }
@@ -270,7 +272,8 @@ impl GatewayService {
         stream: PeekableFlightDataStream,
     ) -> Result<i64> {
         let (analysis, pool) = self.admit(ctx, sql, catalog, schema).await?;
-        let _slot = self.admit_to_group(ctx, client, &new_id(), analysis.query_type.as_str(), |_| {}).await?;
+        let never = crate::queries::CancelFlag::default();
+        let _slot = self.admit_to_group(ctx, client, &new_id(), analysis.query_type.as_str(), &never, |_| {}).await?;
         let worker = pool.pick()?;
         let count = put_update(&worker, with_defaults(Request::new(forwardable(stream, None)), catalog, schema)).await;
         if analysis.query_type.is_write() {
