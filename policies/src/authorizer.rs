@@ -63,6 +63,17 @@ pub enum PolicyError {
     Unavailable(String),
 }
 
+impl PolicyError {
+    /// `identity` may not perform `operation` on `resource`.
+    pub fn denied(identity: &Identity, operation: Operation, resource: &impl std::fmt::Display) -> Self {
+        PolicyError::Denied {
+            user: identity.user.clone(),
+            operation: operation.as_str(),
+            resource: resource.to_string(),
+        }
+    }
+}
+
 /// Decides what a caller may do. Called by the gateway on every statement and metadata call.
 #[async_trait]
 pub trait Authorizer: Send + Sync + 'static {

@@ -269,11 +269,7 @@ impl Authorizer for OpaAuthorizer {
         self.audit(identity, operation, resource.to_string(), decision, start);
         match result? {
             true => Ok(()),
-            false => Err(PolicyError::Denied {
-                user: identity.user.clone(),
-                operation: operation.as_str(),
-                resource: resource.to_string(),
-            }),
+            false => Err(PolicyError::denied(identity, operation, resource)),
         }
     }
 

@@ -225,15 +225,7 @@ impl Authorizer for RulesAuthorizer {
         let ok = allows(&loaded.rules, identity, operation, resource);
         let decision = if ok { Decision::Allow } else { Decision::Deny };
         self.audit(identity, operation, resource.to_string(), decision, loaded.version.clone(), start);
-        if ok {
-            Ok(())
-        } else {
-            Err(PolicyError::Denied {
-                user: identity.user.clone(),
-                operation: operation.as_str(),
-                resource: resource.to_string(),
-            })
-        }
+        if ok { Ok(()) } else { Err(PolicyError::denied(identity, operation, resource)) }
     }
 
     async fn filter(
