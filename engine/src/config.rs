@@ -219,7 +219,7 @@ mod tests {
     #[test]
     fn unknown_catalog_keys_are_rejected() {
         let err = toml::from_str::<EngineConfig>("[[catalogs]]\nkind = \"tpch\"\nname = \"tpch\"\nscale_factr = 1.0\n")
-            .unwrap_err();
+            .expect_err("a misspelt key must be rejected");
         assert!(err.to_string().contains("scale_factr"), "{err}");
     }
 
