@@ -8,6 +8,7 @@ use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
 use datafusion::prelude::SessionConfig;
 
+use crate::barrier::with_policy_barrier;
 use crate::catalogs::build_catalog;
 use crate::config::{EngineConfig, parse_bytes};
 use crate::error::EngineError;
@@ -47,8 +48,12 @@ impl Engine {
         if let Some(n) = config.batch_size {
             session = session.with_batch_size(n);
         }
-        let mut state =
-            SessionStateBuilder::new().with_config(session).with_runtime_env(runtime).with_default_features().build();
+        // Row filters written as `quiver_policy_filter(...)` are evaluation barriers (see
+        // `crate::barrier`); per-statement sessions are clones of this one and keep them.
+        let mut state = with_policy_barrier(
+            SessionStateBuilder::new().with_config(session).with_runtime_env(runtime).with_default_features(),
+        )
+        .build();
 
         let mut first: Option<(String, Arc<dyn CatalogProvider>)> = None;
         for catalog in &config.catalogs {

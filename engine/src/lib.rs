@@ -9,6 +9,7 @@
 //! only speaks Flight SQL to it.
 #![forbid(unsafe_code)]
 
+pub mod barrier;
 pub mod catalogs;
 pub mod config;
 mod engine;
@@ -18,6 +19,7 @@ mod metadata;
 mod service;
 pub mod sql;
 
+pub use barrier::{POLICY_FILTER_FUNCTION, policy_filter_udf, with_policy_barrier};
 pub use engine::Engine;
 pub use service::{EngineService, nodelay_incoming, serve};
 
