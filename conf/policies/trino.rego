@@ -5,7 +5,8 @@
 #   analysts    read tpch.*.{customer,nation,region}, only rows of their own region
 #               (data.analyst_regions), never customer.c_acctbal
 #   privacy     sees PII columns (data.pii_columns) in clear; everyone else sees them masked
-#   everyone    may run statements (ExecuteQuery); what a statement reads is checked separately
+#   everyone    may run statements (ExecuteQuery); what a statement reads is checked separately;
+#               the `memory` catalog is everyone's scratch space (tables and views of their own)
 #
 # Entry points: data.trino.allow, data.trino.batch, data.trino.rowFilters,
 # data.trino.columnMask, data.trino.batchColumnMasks.
@@ -22,6 +23,10 @@ allow if {
 	"engineers" in input.context.identity.groups
 	resource_catalog == "tpch"
 }
+
+# Scratch space: anyone may create, read and drop tables and views in `memory`. Row filters
+# and masks still apply to whatever such a view or table reads from tpch.
+allow if resource_catalog == "memory"
 
 # Analysts: the tpch catalog and its schemas, for listing and browsing.
 allow if {

@@ -711,6 +711,17 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn barriers_on_both_sides_of_a_self_join_keep_their_aliases() -> Result<()> {
+        let ctx = context()?;
+        let side = "(SELECT t.x FROM t WHERE quiver_policy_filter(x >= 50))";
+        let sql = format!("SELECT a.x FROM {side} AS a INNER JOIN {side} AS b ON (a.x = b.x) WHERE 1/(a.x-10) > -5");
+        assert_eq!(ints(&ctx, &sql).await?, visible());
+        let sql = format!("SELECT c.x FROM {side} AS c INNER JOIN u AS n ON (c.x = n.x AND 1/(c.x-10) > -5)");
+        assert_eq!(ints(&ctx, &sql).await?, visible());
+        Ok(())
+    }
+
+    #[tokio::test]
     async fn barrier_keeps_column_free_predicates_above_it() -> Result<()> {
         let ctx = context()?;
         // PushDownFilter pushes conjuncts without columns below extension nodes; on rows

@@ -13,6 +13,13 @@ pub enum GatewayError {
     /// The policy denied the operation, or could not decide.
     #[error(transparent)]
     Policy(#[from] PolicyError),
+    /// Refused by the gateway's own enforcement (e.g. EXPLAIN of a filtered table).
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// The request cannot run in the current state (e.g. a prepared statement whose policy
+    /// changed).
+    #[error("{0}")]
+    FailedPrecondition(String),
     /// The request is malformed or names something invalid.
     #[error("{0}")]
     InvalidArgument(String),
@@ -66,6 +73,8 @@ impl From<GatewayError> for Status {
                 Status::invalid_argument(e.to_string())
             }
             GatewayError::NotFound(m) => Status::not_found(m),
+            GatewayError::PermissionDenied(m) => Status::permission_denied(m),
+            GatewayError::FailedPrecondition(m) => Status::failed_precondition(m),
             GatewayError::Unavailable(m) => Status::unavailable(m),
             GatewayError::ResourceExhausted(m) => Status::resource_exhausted(m),
             GatewayError::Cancelled(m) => Status::cancelled(m),

@@ -10,6 +10,7 @@
 
 pub mod admission;
 pub mod auth_layer;
+pub mod authz;
 pub mod config;
 pub mod error;
 pub mod flight;

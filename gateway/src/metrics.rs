@@ -59,6 +59,17 @@ pub struct GroupLabels {
     pub group: String,
 }
 
+/// Labels of `quiver_authz_decisions_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DecisionLabels {
+    /// Trino operation name.
+    pub operation: &'static str,
+    /// `allow`, `deny`, `filter`, `row_filters`, `column_masks` or `error`.
+    pub decision: &'static str,
+    /// `opa-embedded`, `opa-remote` or `rules-file`.
+    pub backend: &'static str,
+}
+
 /// The gateway's metrics.
 #[derive(Debug)]
 pub struct Metrics {
@@ -72,6 +83,8 @@ pub struct Metrics {
     group_running: Family<GroupLabels, Gauge>,
     group_queued: Family<GroupLabels, Gauge>,
     group_rejected: Family<GroupLabels, Counter>,
+    decisions: Family<DecisionLabels, Counter>,
+    decision_seconds: Family<DecisionLabels, Histogram>,
 }
 
 impl Default for Metrics {
@@ -112,6 +125,16 @@ impl Metrics {
             "Queries refused by a full resource group",
             group_rejected.clone(),
         );
+        let decisions = Family::<DecisionLabels, Counter>::default();
+        registry.register(
+            "authz_decisions",
+            "Authorization decisions by Trino operation, outcome and back end",
+            decisions.clone(),
+        );
+        let decision_seconds = Family::<DecisionLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.000_005, 2.0, 16))
+        });
+        registry.register("authz_decision_seconds", "Time one authorization decision took", decision_seconds.clone());
         Metrics {
             registry,
             auth_attempts,
@@ -123,6 +146,8 @@ impl Metrics {
             group_running,
             group_queued,
             group_rejected,
+            decisions,
+            decision_seconds,
         }
     }
 
@@ -205,5 +230,14 @@ mod tests {
         );
         assert!(text.contains(r#"quiver_auth_attempts_total{method="ldap",result="success",reason=""} 1"#), "{text}");
         assert!(text.ends_with("# EOF\n"));
+    }
+}
+
+impl quiver_policies::DecisionObserver for Metrics {
+    fn observe(&self, event: &quiver_policies::DecisionEvent<'_>) {
+        let labels =
+            DecisionLabels { operation: event.operation, decision: event.decision.label(), backend: event.backend };
+        self.decision_seconds.get_or_create(&labels).observe(event.elapsed.as_secs_f64());
+        self.decisions.get_or_create(&labels).inc();
     }
 }

@@ -215,7 +215,9 @@ pub async fn start(config: QuiverConfig) -> anyhow::Result<RunningGateway> {
     }
     let metrics = Arc::new(Metrics::new());
     let auth = Arc::new(AuthState::new(authenticator_chain(&config)?, tokens, metrics.clone()));
-    let authorizer: Arc<dyn Authorizer> = Arc::new(AllowAll);
+    let authorizer = authorizer(&config, metrics.clone())?;
+    let barrier_pools = config.pools.iter().filter(|p| p.policy_barrier).map(|p| p.name.clone()).collect();
+    let enforcement = crate::authz::Enforcement::new(config.authorization.is_some(), barrier_pools);
     let max_request_bytes =
         quiver_engine::config::parse_bytes(&config.server.max_request_size).map_err(anyhow::Error::msg)?;
     let settings = FlightSettings {
@@ -244,7 +246,8 @@ pub async fn start(config: QuiverConfig) -> anyhow::Result<RunningGateway> {
     let queries =
         Arc::new(QueryRegistry::new(Duration::from_secs(config.server.ticket_ttl_secs), 1000, metrics.clone()));
     let service = GatewayService::new(router.clone(), sealer, authorizer, settings, queries.clone())?
-        .with_admission(admission.clone());
+        .with_admission(admission.clone())
+        .with_enforcement(enforcement);
 
     let flight_listener = TcpListener::bind(&config.server.flight_addr).await?;
     let flight_addr = flight_listener.local_addr()?;
@@ -298,4 +301,25 @@ pub async fn start(config: QuiverConfig) -> anyhow::Result<RunningGateway> {
     }));
     tracing::info!(%flight_addr, %http_addr, ?engine_addr, "quiver gateway started");
     Ok(RunningGateway { flight_addr, http_addr, engine_addr, queries, stop, tasks, background: probers })
+}
+
+/// The configured authorizer (every decision audited and counted), or allow-all.
+fn authorizer(config: &QuiverConfig, metrics: Arc<Metrics>) -> anyhow::Result<Arc<dyn Authorizer>> {
+    let Some(a) = &config.authorization else {
+        return Ok(Arc::new(AllowAll));
+    };
+    let observer: Arc<dyn quiver_policies::DecisionObserver> = metrics;
+    Ok(match (&a.opa, &a.rules) {
+        (Some(opa), None) => Arc::new(
+            quiver_policies::opa::OpaAuthorizer::from_config(opa.clone())
+                .map_err(|e| anyhow::anyhow!("authorization.opa: {e}"))?
+                .with_observer(observer),
+        ),
+        (None, Some(rules)) => Arc::new(
+            quiver_policies::rules::RulesAuthorizer::load(rules.clone())
+                .map_err(|e| anyhow::anyhow!("authorization.rules: {e}"))?
+                .with_observer(observer),
+        ),
+        _ => anyhow::bail!("authorization: set exactly one of `opa` and `rules`"),
+    })
 }

@@ -60,7 +60,24 @@ pub enum Sealed {
         handle: Vec<u8>,
         /// Whether the statement changes data (no result set).
         update: bool,
+        /// Under an access policy: what it was authorized as, to check again at execution.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        policy: Option<PreparedPolicy>,
     },
+}
+
+/// A prepared statement as it was authorized: its SQL, defaults, and a digest of the
+/// effective (rewritten) SQL the worker prepared.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreparedPolicy {
+    /// The SQL the client prepared.
+    pub sql: String,
+    /// Catalog for unqualified names.
+    pub catalog: String,
+    /// Schema for unqualified names.
+    pub schema: String,
+    /// Digest of the effective SQL.
+    pub digest: String,
 }
 
 #[derive(Serialize, Deserialize)]

@@ -35,6 +35,14 @@ pub enum Operation {
     CreateTable,
     /// Drop a table.
     DropTable,
+    /// Create a view.
+    CreateView,
+    /// Drop a view.
+    DropView,
+    /// Create a schema.
+    CreateSchema,
+    /// Drop a schema.
+    DropSchema,
     /// Fetch the row filters of a table (not an allow/deny decision).
     GetRowFilters,
     /// Fetch the mask of a column (not an allow/deny decision).
@@ -51,6 +59,10 @@ impl Operation {
                 | Operation::UpdateTableColumns
                 | Operation::CreateTable
                 | Operation::DropTable
+                | Operation::CreateView
+                | Operation::DropView
+                | Operation::CreateSchema
+                | Operation::DropSchema
         )
     }
 
@@ -72,6 +84,10 @@ impl Operation {
             Operation::UpdateTableColumns => "UpdateTableColumns",
             Operation::CreateTable => "CreateTable",
             Operation::DropTable => "DropTable",
+            Operation::CreateView => "CreateView",
+            Operation::DropView => "DropView",
+            Operation::CreateSchema => "CreateSchema",
+            Operation::DropSchema => "DropSchema",
             Operation::GetRowFilters => "GetRowFilters",
             Operation::GetColumnMask => "GetColumnMask",
         }

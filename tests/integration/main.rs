@@ -2,6 +2,7 @@
 //! one module per feature. Every test starts its own servers on 127.0.0.1:0.
 
 mod authentication;
+mod authorization;
 mod common;
 mod errors;
 mod gateway_surface;

@@ -27,6 +27,9 @@ pub struct QuiverConfig {
     /// Who has the admin role on the HTTP API.
     #[serde(default)]
     pub admin: AdminConfig,
+    /// Access control (`[authorization]`). Unset: every authenticated caller may do anything.
+    #[serde(default)]
+    pub authorization: Option<AuthorizationConfig>,
     /// Trino resource groups (`[resource_groups]`). Unset: no admission control.
     #[serde(default)]
     pub resource_groups: Option<ResourceGroupsConfig>,
@@ -141,6 +144,19 @@ pub struct SessionConfig {
     pub default_schema: Option<String>,
 }
 
+/// `[authorization]`: exactly one authorizer, OPA (`[authorization.opa]`, Trino's OPA plugin
+/// settings) or a Trino `rules.json` (`[authorization.rules]`).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AuthorizationConfig {
+    /// OPA policies, embedded (regorus) or on an OPA server.
+    #[serde(default)]
+    pub opa: Option<quiver_policies::opa::OpaConfig>,
+    /// Trino file-based access control.
+    #[serde(default)]
+    pub rules: Option<quiver_policies::rules::RulesConfig>,
+}
+
 /// `[[pools]]`: a named set of engine workers.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -160,6 +176,15 @@ pub struct PoolConfig {
     /// Health checks and ejection (`[pools.health]`).
     #[serde(default)]
     pub health: PoolHealthConfig,
+    /// The workers are Quiver engines, which evaluate row filters as a barrier
+    /// (`quiver_policy_filter`): nothing the user wrote runs on a row a filter hides. Set to
+    /// false for other Flight SQL engines; their own optimizer then decides the order.
+    #[serde(default = "default_true")]
+    pub policy_barrier: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 impl PoolConfig {
@@ -171,6 +196,7 @@ impl PoolConfig {
             workers,
             max_concurrent_per_worker: None,
             health: PoolHealthConfig::default(),
+            policy_barrier: true,
         }
     }
 
@@ -227,6 +253,7 @@ impl QuiverConfig {
             server: ServerConfig::default(),
             auth: AuthConfig::default(),
             admin: AdminConfig { users: vec!["*".into()], groups: vec![] },
+            authorization: None,
             resource_groups: None,
             routing: crate::routing::RoutingConfig::default(),
             session: SessionConfig {
@@ -316,6 +343,22 @@ impl QuiverConfig {
                 push!("resource_groups.tick_ms", String::from("must be at least 1"));
             }
         }
+        if let Some(a) = &self.authorization {
+            match (&a.opa, &a.rules) {
+                (Some(_), Some(_)) => push!("authorization", String::from("set either `opa` or `rules`, not both")),
+                (None, None) => push!("authorization", String::from("set `opa` or `rules`")),
+                (Some(opa), None) => {
+                    if let Err(e) = quiver_policies::opa::OpaAuthorizer::from_config(opa.clone()) {
+                        push!("authorization.opa", e.to_string());
+                    }
+                }
+                (None, Some(rules)) => {
+                    if let Err(e) = quiver_policies::rules::RulesAuthorizer::load(rules.clone()) {
+                        push!("authorization.rules", e.to_string());
+                    }
+                }
+            }
+        }
         let pool_names: Vec<String> = self.pools.iter().map(|p| p.name.clone()).collect();
         for (key, reason) in self.routing.validate(&pool_names) {
             push!(key, reason);
@@ -387,7 +430,7 @@ mod tests {
     fn toml_examples_in_the_docs_parse() {
         let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs");
         let mut checked = 0;
-        for doc in ["authentication.md", "configuration.md", "routing.md", "resource-groups.md"] {
+        for doc in ["authentication.md", "authorization.md", "configuration.md", "routing.md", "resource-groups.md"] {
             let text = std::fs::read_to_string(docs.join(doc)).expect("doc");
             for (i, block) in text.split("```toml\n").skip(1).enumerate() {
                 let block = block.split("```").next().unwrap_or_default();

@@ -178,6 +178,11 @@ impl GatewayService {
         self.filter_view(ctx, merged).await
     }
 
+    /// `view` (one pool's) narrowed to what the caller may see, columns included.
+    pub(crate) async fn visible_in(&self, ctx: &CallContext, view: &PoolCatalog) -> Result<PoolCatalog> {
+        self.filter_view(ctx, view.clone()).await
+    }
+
     async fn filter_view(&self, ctx: &CallContext, view: PoolCatalog) -> Result<PoolCatalog> {
         let id = &ctx.identity;
         let catalogs: Vec<String> = view.catalogs.into_iter().collect();
@@ -203,7 +208,18 @@ impl GatewayService {
             })
             .collect();
         let allowed = self.authorizer.filter(id, Operation::FilterTables, &resources).await?;
-        let tables = allowed.into_iter().filter_map(|i| tables.get(i).cloned()).collect();
+        let mut tables: Vec<TableInfo> = allowed.into_iter().filter_map(|i| tables.get(i).cloned()).collect();
+        // Columns too: a caller never sees the name of a column it may not read.
+        for t in &mut tables {
+            let table = TableRef { catalog: t.catalog.clone(), schema: t.schema.clone(), table: t.table.clone() };
+            let names: Vec<String> = t.arrow_schema.fields().iter().map(|f| f.name().clone()).collect();
+            let allowed = self.authorizer.filter_columns(id, &table, &names).await?;
+            if allowed.len() != names.len() {
+                let fields: Vec<_> =
+                    allowed.into_iter().filter_map(|i| t.arrow_schema.fields().get(i).cloned()).collect();
+                t.arrow_schema = Arc::new(Schema::new_with_metadata(fields, t.arrow_schema.metadata().clone()));
+            }
+        }
         Ok(PoolCatalog { catalogs, schemas, tables })
     }
 }

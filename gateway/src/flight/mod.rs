@@ -68,6 +68,8 @@ pub struct GatewayService {
     pub(crate) queries: Arc<QueryRegistry>,
     /// Resource groups, when configured.
     pub(crate) admission: Option<Arc<AdmissionController>>,
+    /// Statement planning, checks and the row-filter/mask rewrite (on when a policy is set).
+    pub(crate) enforcement: Arc<crate::authz::Enforcement>,
 }
 
 impl std::fmt::Debug for GatewayService {
@@ -100,7 +102,14 @@ impl GatewayService {
             bound: Cache::builder().max_capacity(100_000).time_to_idle(Duration::from_secs(3600)).build(),
             queries,
             admission: None,
+            enforcement: Arc::new(crate::authz::Enforcement::default()),
         })
+    }
+
+    /// The same service planning and checking every statement (a policy is configured).
+    pub fn with_enforcement(mut self, enforcement: crate::authz::Enforcement) -> Self {
+        self.enforcement = Arc::new(enforcement);
+        self
     }
 
     /// The same service with resource-group admission.

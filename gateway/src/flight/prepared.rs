@@ -21,7 +21,7 @@ use super::{GatewayService, with_defaults};
 use crate::auth_layer::CallContext;
 use crate::error::{GatewayError, Result};
 use crate::pool::{Pool, Worker};
-use crate::tickets::{Sealed, new_id};
+use crate::tickets::{PreparedPolicy, Sealed, new_id};
 
 /// An opened prepared-statement handle.
 pub(crate) struct Prepared {
@@ -29,28 +29,35 @@ pub(crate) struct Prepared {
     pool: Arc<Pool>,
     handle: Vec<u8>,
     update: bool,
+    policy: Option<PreparedPolicy>,
 }
 
 impl GatewayService {
     fn open_prepared(&self, ctx: &CallContext, sealed: &[u8]) -> Result<Prepared> {
         let open = |bytes: &[u8]| match self.sealer.open(&ctx.identity.user, bytes)? {
-            Sealed::Prepared { id, pool, handle, update } => Ok((id, pool, handle, update)),
+            Sealed::Prepared { id, pool, handle, update, policy } => Ok((id, pool, handle, update, policy)),
             _ => Err(GatewayError::InvalidTicket("not a prepared-statement handle".into())),
         };
-        let (id, pool, mut handle, update) = open(sealed)?;
+        let (id, pool, mut handle, update, policy) = open(sealed)?;
         // A client that kept the creation handle gets the parameters it bound since.
         if let Some(latest) = self.bound.get(&id)
-            && let Ok((_, _, latest_handle, _)) = open(&latest)
+            && let Ok((_, _, latest_handle, _, _)) = open(&latest)
         {
             handle = latest_handle;
         }
-        Ok(Prepared { id, pool: self.router.pool(&pool)?, handle, update })
+        Ok(Prepared { id, pool: self.router.pool(&pool)?, handle, update, policy })
     }
 
     fn seal_prepared(&self, ctx: &CallContext, p: &Prepared, handle: Vec<u8>) -> Bytes {
         self.sealer.seal(
             &ctx.identity.user,
-            Sealed::Prepared { id: p.id.clone(), pool: p.pool.name.clone(), handle, update: p.update },
+            Sealed::Prepared {
+                id: p.id.clone(),
+                pool: p.pool.name.clone(),
+                handle,
+                update: p.update,
+                policy: p.policy.clone(),
+            },
         )
     }
 
@@ -58,11 +65,19 @@ impl GatewayService {
     pub(crate) async fn create_prepared(
         &self,
         ctx: &CallContext,
-        query: ActionCreatePreparedStatementRequest,
+        mut query: ActionCreatePreparedStatementRequest,
         catalog: &str,
         schema: &str,
     ) -> Result<ActionCreatePreparedStatementResult> {
         let (analysis, pool) = self.admit(ctx, &query.query, catalog, schema).await?;
+        let effective = self.enforce(ctx, &pool, &query.query, catalog, schema).await?;
+        let policy = self.enforcement.enabled.then(|| PreparedPolicy {
+            sql: query.query.clone(),
+            catalog: catalog.to_string(),
+            schema: schema.to_string(),
+            digest: effective.digest(),
+        });
+        query.query = effective.sql;
         let worker = pool.pick()?;
         let _inflight = worker.begin();
         let action = Action { r#type: "CreatePreparedStatement".into(), body: query.as_any().encode_to_vec().into() };
@@ -87,6 +102,7 @@ impl GatewayService {
             pool,
             handle: result.prepared_statement_handle.to_vec(),
             update: analysis.query_type.is_write(),
+            policy,
         };
         result.prepared_statement_handle = self.seal_prepared(ctx, &prepared, prepared.handle.clone());
         Ok(result)
@@ -127,7 +143,7 @@ impl GatewayService {
         descriptor: FlightDescriptor,
     ) -> Result<FlightInfo> {
         let prepared = self.open_prepared(ctx, &cmd.prepared_statement_handle)?;
-        self.recheck(ctx).await?;
+        self.recheck(ctx, &prepared).await?;
         let worker = prepared.pool.pick()?;
         let _inflight = worker.begin();
         let worker_cmd = CommandPreparedStatementQuery { prepared_statement_handle: prepared.handle.clone().into() };
@@ -152,7 +168,7 @@ impl GatewayService {
         stream: PeekableFlightDataStream,
     ) -> Result<i64> {
         let prepared = self.open_prepared(ctx, &cmd.prepared_statement_handle)?;
-        self.recheck(ctx).await?;
+        self.recheck(ctx, &prepared).await?;
         let worker = prepared.pool.pick()?;
         let worker_cmd = CommandPreparedStatementUpdate { prepared_statement_handle: prepared.handle.clone().into() };
         let outbound = forwardable(stream, Some(worker_cmd.as_any().encode_to_vec().into()));
@@ -171,10 +187,28 @@ impl GatewayService {
     }
 
     /// Prepared statements are authorized again at execution: the policy may have changed.
-    async fn recheck(&self, ctx: &CallContext) -> Result<()> {
+    /// Under an access policy the statement is checked in full again, and if its effective
+    /// form (row filters, masks) is no longer what the worker prepared, it must be prepared
+    /// again.
+    async fn recheck(&self, ctx: &CallContext, prepared: &Prepared) -> Result<()> {
         self.authorizer
             .check(&ctx.identity, quiver_policies::Operation::ExecuteQuery, &quiver_policies::Resource::None)
             .await?;
+        if !self.enforcement.enabled {
+            return Ok(());
+        }
+        let Some(policy) = &prepared.policy else {
+            return Err(GatewayError::FailedPrecondition(
+                "this statement was prepared before the access policy was in force; prepare it again".into(),
+            ));
+        };
+        let effective = self.enforce(ctx, &prepared.pool, &policy.sql, &policy.catalog, &policy.schema).await?;
+        if effective.digest() != policy.digest {
+            return Err(GatewayError::FailedPrecondition(
+                "the row filters or column masks for this statement changed since it was prepared; prepare it again"
+                    .into(),
+            ));
+        }
         Ok(())
     }
 }

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use arrow_flight::sql::server::PeekableFlightDataStream;
-use arrow_flight::sql::{DoPutUpdateResult, ProstMessageExt, TicketStatementQuery};
+use arrow_flight::sql::{CommandStatementQuery, DoPutUpdateResult, ProstMessageExt, TicketStatementQuery};
 use arrow_flight::{FlightData, FlightDescriptor, FlightInfo, Ticket};
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
@@ -124,10 +124,17 @@ impl GatewayService {
         descriptor: FlightDescriptor,
     ) -> Result<FlightInfo> {
         let (analysis, pool) = self.admit(ctx, sql, catalog, schema).await?;
+        let effective = self.enforce(ctx, &pool, sql, catalog, schema).await?;
+        let worker_descriptor = if effective.rewritten {
+            let command = CommandStatementQuery { query: effective.sql.clone(), transaction_id: None };
+            FlightDescriptor::new_cmd(command.as_any().encode_to_vec())
+        } else {
+            descriptor.clone()
+        };
         // Planning has no side effects: a worker that cannot be reached is retried once.
         let (info, _worker) = pool
             .call_idempotent(|worker| {
-                let request = with_defaults(Request::new(descriptor.clone()), catalog, schema);
+                let request = with_defaults(Request::new(worker_descriptor.clone()), catalog, schema);
                 async move {
                     let _inflight = worker.begin();
                     worker.client().get_flight_info(request).await.map(|r| r.into_inner())
@@ -272,10 +279,18 @@ impl GatewayService {
         stream: PeekableFlightDataStream,
     ) -> Result<i64> {
         let (analysis, pool) = self.admit(ctx, sql, catalog, schema).await?;
+        let effective = self.enforce(ctx, &pool, sql, catalog, schema).await?;
+        let command = effective.rewritten.then(|| {
+            arrow_flight::sql::CommandStatementUpdate { query: effective.sql.clone(), transaction_id: None }
+                .as_any()
+                .encode_to_vec()
+                .into()
+        });
         let never = crate::queries::CancelFlag::default();
         let _slot = self.admit_to_group(ctx, client, &new_id(), analysis.query_type.as_str(), &never, |_| {}).await?;
         let worker = pool.pick()?;
-        let count = put_update(&worker, with_defaults(Request::new(forwardable(stream, None)), catalog, schema)).await;
+        let count =
+            put_update(&worker, with_defaults(Request::new(forwardable(stream, command)), catalog, schema)).await;
         if analysis.query_type.is_write() {
             pool.invalidate_catalog();
         }

@@ -55,6 +55,9 @@ pub struct TableInfo {
     pub table_type: String,
     /// Columns.
     pub arrow_schema: SchemaRef,
+    /// For a view, its `CREATE VIEW` statement when the pool reports it (Quiver and other
+    /// DataFusion workers do, in `information_schema.views`).
+    pub definition: Option<String>,
 }
 
 /// What a pool serves, as last fetched.
@@ -281,14 +284,55 @@ impl Pool {
                     table: tables[i].clone().unwrap_or_default(),
                     table_type: types[i].clone().unwrap_or_default(),
                     arrow_schema: Arc::new(arrow_schema),
+                    definition: None,
                 });
             }
+        }
+        if out.tables.iter().any(|t| t.table_type == "VIEW") {
+            self.fetch_view_definitions(worker, &mut out).await;
         }
         Ok(out)
     }
 }
 
 impl Pool {
+    /// Reads view definitions from `information_schema.views`, so the gateway can expand views
+    /// into the tables they read. A worker that does not answer leaves its views opaque.
+    async fn fetch_view_definitions(&self, worker: &Arc<Worker>, out: &mut PoolCatalog) {
+        let query = arrow_flight::sql::CommandStatementQuery {
+            query: "SELECT table_catalog, table_schema, table_name, definition FROM information_schema.views \
+                    WHERE definition IS NOT NULL"
+                .into(),
+            transaction_id: None,
+        };
+        let batches = match self.fetch(worker, query.as_any().encode_to_vec()).await {
+            Ok(batches) => batches,
+            Err(e) => {
+                tracing::warn!(pool = %self.name, error = %e, "view definitions unavailable; views stay opaque");
+                return;
+            }
+        };
+        let mut definitions = std::collections::BTreeMap::new();
+        for batch in &batches {
+            let columns =
+                ["table_catalog", "table_schema", "table_name", "definition"].map(|c| string_column(batch, c));
+            let [Ok(c), Ok(s), Ok(t), Ok(d)] = columns else {
+                tracing::warn!(pool = %self.name, "information_schema.views has unexpected columns; views stay opaque");
+                return;
+            };
+            for i in 0..batch.num_rows() {
+                if let (Some(c), Some(s), Some(t), Some(d)) = (&c[i], &s[i], &t[i], &d[i]) {
+                    definitions.insert((c.clone(), s.clone(), t.clone()), d.clone());
+                }
+            }
+        }
+        for t in &mut out.tables {
+            if t.table_type == "VIEW" {
+                t.definition = definitions.remove(&(t.catalog.clone(), t.schema.clone(), t.table.clone()));
+            }
+        }
+    }
+
     /// Runs a metadata command on `worker` and collects the batches.
     async fn fetch(&self, worker: &Arc<Worker>, command: Vec<u8>) -> Result<Vec<RecordBatch>> {
         let mut client = worker.client();

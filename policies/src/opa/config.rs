@@ -2,14 +2,14 @@
 
 use std::path::PathBuf;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// OPA authorization. Exactly one of `embedded` and `remote` is set.
 ///
 /// Policy paths follow Trino's `opa.policy.*` properties. With `embedded` they are rule paths
 /// (`data.trino.allow`); with `remote` they are URLs of OPA's data API
 /// (`http://opa:8181/v1/data/trino/allow`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct OpaConfig {
     /// The allow rule (Trino `opa.policy.uri`). Required.
@@ -47,7 +47,7 @@ pub struct OpaConfig {
 }
 
 /// Embedded Rego.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct EmbeddedConfig {
     /// A `.rego` file, or a folder whose `*.rego` and `data.json` files (recursively, hidden
@@ -62,7 +62,7 @@ pub struct EmbeddedConfig {
 }
 
 /// Remote OPA over HTTP.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RemoteConfig {
     /// Timeout of one request (connect included), in milliseconds.

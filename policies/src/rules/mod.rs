@@ -19,7 +19,7 @@ use std::time::{Duration, Instant, SystemTime};
 use async_trait::async_trait;
 use parking_lot::{Mutex, RwLock};
 use quiver_auth::Identity;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::audit::{Auditor, Decision, DecisionEvent, DecisionObserver};
@@ -28,7 +28,7 @@ use crate::{Authorizer, ColumnInfo, ColumnMask, Operation, PolicyError, Resource
 use file::{CatalogAccess, Privilege, Rules};
 
 /// `[policies.rules]`: a Trino `rules.json`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RulesConfig {
     /// The rules file.
@@ -195,7 +195,9 @@ fn allows(rules: &Rules, id: &Identity, op: Operation, resource: &Resource) -> b
                 Operation::InsertIntoTable => Some(Privilege::Insert),
                 Operation::DeleteFromTable => Some(Privilege::Delete),
                 Operation::UpdateTableColumns => Some(Privilege::Update),
-                Operation::CreateTable | Operation::DropTable => Some(Privilege::Ownership),
+                Operation::CreateTable | Operation::DropTable | Operation::CreateView | Operation::DropView => {
+                    Some(Privilege::Ownership)
+                }
                 Operation::FilterTables | Operation::ShowColumns | Operation::FilterColumns => None,
                 _ => return false,
             };
