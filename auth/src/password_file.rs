@@ -77,7 +77,10 @@ impl PasswordFileAuthenticator {
     }
 }
 
-fn read_file(path: &Path) -> Result<(HashMap<String, Arc<Entry>>, Option<SystemTime>), String> {
+/// Users by name.
+type Users = HashMap<String, Arc<Entry>>;
+
+fn read_file(path: &Path) -> Result<(Users, Option<SystemTime>), String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
     Ok((parse(&text).map_err(|e| format!("{}: {e}", path.display()))?, modified))
@@ -223,8 +226,8 @@ mod tests {
 
     #[test]
     fn malformed_files_name_the_line() {
-        assert!(parse("alice").unwrap_err().contains("line 1"));
-        assert!(parse("alice:plaintext").unwrap_err().contains("neither argon2 nor bcrypt"));
-        assert!(parse("a:$2b$04$x\na:$2b$04$y").unwrap_err().contains("listed twice"));
+        assert!(parse("alice").expect_err("an error").contains("line 1"));
+        assert!(parse("alice:plaintext").expect_err("an error").contains("neither argon2 nor bcrypt"));
+        assert!(parse("a:$2b$04$x\na:$2b$04$y").expect_err("an error").contains("listed twice"));
     }
 }

@@ -57,7 +57,7 @@ fn init_logging() {
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }
 
-fn load(path: &PathBuf) -> Result<QuiverConfig, ExitCode> {
+fn load(path: &std::path::Path) -> Result<QuiverConfig, ExitCode> {
     QuiverConfig::load(path).map_err(|errors| {
         for e in errors {
             eprintln!("{e}");

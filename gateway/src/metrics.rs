@@ -213,6 +213,15 @@ impl Metrics {
     }
 }
 
+impl quiver_policies::DecisionObserver for Metrics {
+    fn observe(&self, event: &quiver_policies::DecisionEvent<'_>) {
+        let labels =
+            DecisionLabels { operation: event.operation, decision: event.decision.label(), backend: event.backend };
+        self.decision_seconds.get_or_create(&labels).observe(event.elapsed.as_secs_f64());
+        self.decisions.get_or_create(&labels).inc();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -230,14 +239,5 @@ mod tests {
         );
         assert!(text.contains(r#"quiver_auth_attempts_total{method="ldap",result="success",reason=""} 1"#), "{text}");
         assert!(text.ends_with("# EOF\n"));
-    }
-}
-
-impl quiver_policies::DecisionObserver for Metrics {
-    fn observe(&self, event: &quiver_policies::DecisionEvent<'_>) {
-        let labels =
-            DecisionLabels { operation: event.operation, decision: event.decision.label(), backend: event.backend };
-        self.decision_seconds.get_or_create(&labels).observe(event.elapsed.as_secs_f64());
-        self.decisions.get_or_create(&labels).inc();
     }
 }

@@ -463,7 +463,7 @@ mod tests {
         let q = registry();
         q.plan("q1", "alice", "p", "SELECT", "SELECT 1");
         assert!(q.cancel("q1"));
-        assert_eq!(q.start("q1", "alice", "p", "SELECT").unwrap_err(), AlreadyCancelled);
+        assert_eq!(q.start("q1", "alice", "p", "SELECT").expect_err("an error"), AlreadyCancelled);
         q.cancel_ticket("elsewhere");
         assert!(q.start("elsewhere", "alice", "p", "SELECT").is_err());
         for id in ["a", "b", "c"] {

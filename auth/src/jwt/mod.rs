@@ -63,8 +63,11 @@ pub struct JwtAuthenticator {
     max_token_bytes: usize,
     /// Tokens already verified, by SHA-256 of the token, with their `exp`: a client that sends
     /// the same IdP token on every call pays for one signature check, not one per call.
-    verified: Option<moka::sync::Cache<[u8; 32], Arc<(Identity, u64)>>>,
+    verified: Option<VerifiedCache>,
 }
+
+/// SHA-256 of a token -> the identity it proved and its `exp`.
+type VerifiedCache = moka::sync::Cache<[u8; 32], Arc<(Identity, u64)>>;
 
 impl std::fmt::Debug for JwtAuthenticator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -33,8 +33,11 @@ pub struct Enforcement {
     pub enabled: bool,
     /// Pools whose workers understand `quiver_policy_filter` (the row-filter barrier).
     pub barrier_pools: BTreeSet<String>,
-    planning: Mutex<BTreeMap<String, (Arc<PoolCatalog>, Arc<Planning>)>>,
+    planning: Mutex<BTreeMap<String, PlanningFor>>,
 }
+
+/// A pool's planning context and the catalog view it was built from.
+type PlanningFor = (Arc<PoolCatalog>, Arc<Planning>);
 
 impl Enforcement {
     /// Enforcement on (a policy is configured), with the barrier on `barrier_pools`.

@@ -462,15 +462,16 @@ embedded = true
         let keys: Vec<String> = cfg.validate().into_iter().map(|p| p.key).collect();
         assert!(keys.iter().any(|k| k == "auth.ldap.url"), "plain ldap:// must be refused: {keys:?}");
         assert!(keys.iter().any(|k| k.starts_with("auth.jwt.required_")), "issuer/audience required: {keys:?}");
-        let err = QuiverConfig::parse("[auth.ldap]\nurll = \"x\"\n").unwrap_err();
+        let err = QuiverConfig::parse("[auth.ldap]\nurll = \"x\"\n").expect_err("an error");
         assert!(err.contains("urll"), "{err}");
     }
 
     #[test]
     fn unknown_keys_name_the_line_and_key() {
-        let err = QuiverConfig::parse("[server]\nflight_addr = \"127.0.0.1:1\"\nflite_addr = \"x\"\n").unwrap_err();
+        let err =
+            QuiverConfig::parse("[server]\nflight_addr = \"127.0.0.1:1\"\nflite_addr = \"x\"\n").expect_err("an error");
         assert!(err.contains("line 3") && err.contains("flite_addr"), "{err}");
-        let err = QuiverConfig::parse("[auth]\nmethods = [\"ldapp\"]\n").unwrap_err();
+        let err = QuiverConfig::parse("[auth]\nmethods = [\"ldapp\"]\n").expect_err("an error");
         assert!(err.contains("ldapp"), "{err}");
     }
 

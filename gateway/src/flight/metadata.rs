@@ -76,12 +76,12 @@ impl GatewayService {
 
     fn metadata_schema(&self, command: &Command) -> Result<SchemaRef> {
         Ok(match command {
-            Command::CommandGetCatalogs(c) => c.clone().into_builder().schema(),
+            Command::CommandGetCatalogs(c) => c.into_builder().schema(),
             Command::CommandGetDbSchemas(c) => c.clone().into_builder().schema(),
             Command::CommandGetTables(c) => c.clone().into_builder().schema(),
-            Command::CommandGetTableTypes(c) => c.clone().into_builder().schema(),
+            Command::CommandGetTableTypes(c) => c.into_builder().schema(),
             Command::CommandGetSqlInfo(c) => c.clone().into_builder(&self.sql_info).schema(),
-            Command::CommandGetXdbcTypeInfo(c) => c.clone().into_builder(&self.xdbc).schema(),
+            Command::CommandGetXdbcTypeInfo(c) => c.into_builder(&self.xdbc).schema(),
             Command::CommandGetPrimaryKeys(_) => primary_keys_schema(),
             Command::CommandGetExportedKeys(_)
             | Command::CommandGetImportedKeys(_)
