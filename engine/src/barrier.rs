@@ -821,6 +821,16 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn time_functions_still_plan_and_run() -> Result<(), Box<dyn std::error::Error>> {
+        let engine = crate::Engine::start(&crate::config::EngineConfig::default()).await?;
+        for sql in ["SELECT now() AS t", "SELECT current_date AS d", "SELECT random() AS r"] {
+            let batches = run_in(&engine, sql).await.map_err(|e| format!("{sql}: {e}"))?;
+            assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 1, "{sql}");
+        }
+        Ok(())
+    }
+
+    #[tokio::test]
     async fn barrier_is_refused_where_dml_would_lose_it() -> Result<()> {
         let ctx = context()?;
         ctx.sql("CREATE TABLE m (x BIGINT)").await?.collect().await?;

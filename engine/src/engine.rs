@@ -19,9 +19,20 @@ pub struct Engine {
     base: SessionState,
     default_catalog: String,
     default_schema: String,
+    executed: std::sync::atomic::AtomicU64,
 }
 
 impl Engine {
+    /// Statements executed so far (each DoGet of a statement counts once). Exposed to the
+    /// gateway and to tests through the `quiver.stats` Flight action.
+    pub fn statements_executed(&self) -> u64 {
+        self.executed.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub(crate) fn count_execution(&self) {
+        self.executed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Builds the runtime (memory limit, spill directory) and loads every configured catalog.
     pub async fn start(config: &EngineConfig) -> Result<Arc<Engine>, EngineError> {
         let mut runtime = RuntimeEnvBuilder::new();
@@ -81,7 +92,7 @@ impl Engine {
         let options = state.config_mut().options_mut();
         options.catalog.default_catalog = default_catalog.clone();
         options.catalog.default_schema = default_schema.clone();
-        Ok(Arc::new(Engine { base: state, default_catalog, default_schema }))
+        Ok(Arc::new(Engine { base: state, default_catalog, default_schema, executed: Default::default() }))
     }
 
     /// The catalog unqualified names resolve to when a statement names none.

@@ -21,7 +21,7 @@ pub mod sql;
 
 pub use barrier::{POLICY_FILTER_FUNCTION, policy_filter_udf, with_policy_barrier};
 pub use engine::Engine;
-pub use service::{EngineService, nodelay_incoming, serve};
+pub use service::{EngineService, STATS_ACTION, nodelay_incoming, serve};
 
 /// Request header naming the default catalog of a statement (set by the gateway from the
 /// client's session).

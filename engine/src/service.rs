@@ -45,6 +45,9 @@ const MAX_FLIGHT_DATA_BYTES: usize = 1024 * 1024;
 /// Largest gRPC message the worker accepts or sends.
 const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
+/// The Flight action returning the worker's counters.
+pub const STATS_ACTION: &str = "quiver.stats";
+
 /// Flight SQL over one [`Engine`].
 #[derive(Clone)]
 pub struct EngineService {
@@ -138,7 +141,10 @@ impl EngineService {
 
     /// Plans `handle` (binding its first parameter row, if any).
     async fn plan(&self, handle: &StatementHandle) -> Result<(SessionState, LogicalPlan), EngineError> {
-        let state = self.engine.session(handle.catalog.as_deref(), handle.schema.as_deref());
+        let mut state = self.engine.session(handle.catalog.as_deref(), handle.schema.as_deref());
+        // The statement's start time: `now()`, `current_date` and friends are folded to it
+        // while optimizing (without it they fail at execution).
+        state.mark_start_execution();
         let plan = sql::plan(&state, &handle.sql).await?;
         let rows = handle.param_rows()?;
         let plan = bind(plan, rows.first())?;
@@ -163,6 +169,7 @@ impl EngineService {
         plan: LogicalPlan,
         report_stats: bool,
     ) -> Result<DoGetStream, EngineError> {
+        self.engine.count_execution();
         let (schema, stream, physical) = match StatementKind::of(&plan) {
             StatementKind::Ddl => {
                 let ctx = SessionContext::new_with_state(state);
@@ -369,6 +376,20 @@ fn batch_stream(batch: RecordBatch) -> DoGetStream {
 #[tonic::async_trait]
 impl FlightSqlService for EngineService {
     type FlightService = EngineService;
+
+    /// `quiver.stats`: the worker's counters as JSON (`{"statements_executed": n}`).
+    async fn do_action_fallback(
+        &self,
+        request: Request<arrow_flight::Action>,
+    ) -> Result<Response<<Self as FlightService>::DoActionStream>, Status> {
+        let action = request.into_inner();
+        if action.r#type != STATS_ACTION {
+            return Err(Status::invalid_argument(format!("unknown action `{}`", action.r#type)));
+        }
+        let body = format!(r#"{{"statements_executed": {}}}"#, self.engine.statements_executed());
+        let result = arrow_flight::Result { body: body.into() };
+        Ok(Response::new(Box::pin(futures::stream::iter(vec![Ok(result)]))))
+    }
 
     async fn do_handshake(
         &self,

@@ -37,6 +37,9 @@ pub struct CallContext {
     pub identity: Identity,
     /// The caller's session id, from its token or cookie.
     pub session_id: Option<String>,
+    /// The client's `x-quiver-cache-control` header (`no-cache`, `only-if-cached`,
+    /// `max-age=N`), if sent.
+    pub cache_control: Option<String>,
 }
 
 /// The outcome of authenticating one request.
@@ -123,6 +126,7 @@ impl AuthState {
             |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty());
         let source = header(crate::flight::SOURCE_HEADER).map(String::from);
         let client_tags = header(crate::flight::CLIENT_TAGS_HEADER).map(crate::session::split_tags);
+        let cache_control = header(crate::cache::CACHE_CONTROL_HEADER).map(String::from);
         if let Credentials::Bearer(token) = &credentials
             && SessionTokens::is_session_token(token)
         {
@@ -130,7 +134,7 @@ impl AuthState {
             let identity = SessionTokens::identity(&claims);
             // A Bearer handshake (the JDBC driver does one even with `token=`) gets its token back.
             let token = is_handshake.then(|| token.clone());
-            let context = CallContext { identity, session_id: Some(claims.sid), source, client_tags };
+            let context = CallContext { identity, session_id: Some(claims.sid), source, client_tags, cache_control };
             return Ok(Authenticated { context, token, negotiate_reply: None, login: false });
         }
         // The `authorization` header wins; a verified client certificate speaks only for a
@@ -146,10 +150,10 @@ impl AuthState {
         if is_handshake || !matches!(credentials, Credentials::None) {
             let sid = cookie.unwrap_or_else(crate::tickets::new_id);
             let token = self.tokens.issue(&identity, &sid);
-            let context = CallContext { identity, session_id: Some(sid), source, client_tags };
+            let context = CallContext { identity, session_id: Some(sid), source, client_tags, cache_control };
             Ok(Authenticated { context, token: Some(token), negotiate_reply, login: true })
         } else {
-            let context = CallContext { identity, session_id: cookie, source, client_tags };
+            let context = CallContext { identity, session_id: cookie, source, client_tags, cache_control };
             Ok(Authenticated { context, token: None, negotiate_reply, login: true })
         }
     }

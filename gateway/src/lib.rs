@@ -11,6 +11,7 @@
 pub mod admission;
 pub mod auth_layer;
 pub mod authz;
+pub mod cache;
 pub mod config;
 pub mod error;
 pub mod flight;

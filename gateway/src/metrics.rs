@@ -70,6 +70,22 @@ pub struct DecisionLabels {
     pub backend: &'static str,
 }
 
+/// Labels of `quiver_cache_requests_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CacheLabels {
+    /// The caller.
+    pub user: String,
+    /// `HIT`, `MISS` or `BYPASS`.
+    pub result: &'static str,
+}
+
+/// Labels of `quiver_cache_evictions_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EvictionLabels {
+    /// `size`, `expired`, `invalidated` or `replaced`.
+    pub reason: &'static str,
+}
+
 /// The gateway's metrics.
 #[derive(Debug)]
 pub struct Metrics {
@@ -85,6 +101,11 @@ pub struct Metrics {
     group_rejected: Family<GroupLabels, Counter>,
     decisions: Family<DecisionLabels, Counter>,
     decision_seconds: Family<DecisionLabels, Histogram>,
+    cache_requests: Family<CacheLabels, Counter>,
+    cache_evictions: Family<EvictionLabels, Counter>,
+    cache_bytes: Gauge,
+    cache_entries: Gauge,
+    cache_hit_ratio: Gauge<f64, std::sync::atomic::AtomicU64>,
 }
 
 impl Default for Metrics {
@@ -135,6 +156,20 @@ impl Metrics {
             Histogram::new(exponential_buckets(0.000_005, 2.0, 16))
         });
         registry.register("authz_decision_seconds", "Time one authorization decision took", decision_seconds.clone());
+        let cache_requests = Family::<CacheLabels, Counter>::default();
+        registry.register(
+            "cache_requests",
+            "Statements by caller and cache outcome (HIT, MISS, BYPASS)",
+            cache_requests.clone(),
+        );
+        let cache_evictions = Family::<EvictionLabels, Counter>::default();
+        registry.register("cache_evictions", "Cache entries removed, by reason", cache_evictions.clone());
+        let cache_bytes = Gauge::default();
+        registry.register("cache_bytes", "Bytes of results held in the cache", cache_bytes.clone());
+        let cache_entries = Gauge::default();
+        registry.register("cache_entries", "Results held in the cache", cache_entries.clone());
+        let cache_hit_ratio = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register("cache_hit_ratio", "Hits / (hits + misses) since start", cache_hit_ratio.clone());
         Metrics {
             registry,
             auth_attempts,
@@ -148,7 +183,31 @@ impl Metrics {
             group_rejected,
             decisions,
             decision_seconds,
+            cache_requests,
+            cache_evictions,
+            cache_bytes,
+            cache_entries,
+            cache_hit_ratio,
         }
+    }
+
+    /// Counts a statement's cache outcome; `hits`/`misses` are the totals so far.
+    pub fn cache_request(&self, user: &str, result: &'static str, hits: u64, misses: u64) {
+        self.cache_requests.get_or_create(&CacheLabels { user: user.into(), result }).inc();
+        if hits + misses > 0 {
+            self.cache_hit_ratio.set(hits as f64 / (hits + misses) as f64);
+        }
+    }
+
+    /// Sets what the cache holds.
+    pub fn cache_held(&self, bytes: u64, entries: u64) {
+        self.cache_bytes.set(bytes as i64);
+        self.cache_entries.set(entries as i64);
+    }
+
+    /// Counts an eviction.
+    pub fn cache_evicted(&self, reason: &'static str, _bytes: usize) {
+        self.cache_evictions.get_or_create(&EvictionLabels { reason }).inc();
     }
 
     /// Counts an ended query.

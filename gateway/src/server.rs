@@ -217,7 +217,14 @@ pub async fn start(config: QuiverConfig) -> anyhow::Result<RunningGateway> {
     let auth = Arc::new(AuthState::new(authenticator_chain(&config)?, tokens, metrics.clone()));
     let authorizer = authorizer(&config, metrics.clone())?;
     let barrier_pools = config.pools.iter().filter(|p| p.policy_barrier).map(|p| p.name.clone()).collect();
-    let enforcement = crate::authz::Enforcement::new(config.authorization.is_some(), barrier_pools);
+    let enforcement = crate::authz::Enforcement::new(config.authorization.is_some(), barrier_pools)
+        .planning_always(config.cache.is_some());
+    let cache = match &config.cache {
+        Some(c) => Some(Arc::new(
+            crate::cache::ResultCache::new(c.clone(), metrics.clone()).map_err(|e| anyhow::anyhow!("cache: {e}"))?,
+        )),
+        None => None,
+    };
     let max_request_bytes =
         quiver_engine::config::parse_bytes(&config.server.max_request_size).map_err(anyhow::Error::msg)?;
     let settings = FlightSettings {
@@ -247,7 +254,8 @@ pub async fn start(config: QuiverConfig) -> anyhow::Result<RunningGateway> {
         Arc::new(QueryRegistry::new(Duration::from_secs(config.server.ticket_ttl_secs), 1000, metrics.clone()));
     let service = GatewayService::new(router.clone(), sealer, authorizer, settings, queries.clone())?
         .with_admission(admission.clone())
-        .with_enforcement(enforcement);
+        .with_enforcement(enforcement)
+        .with_cache(cache.clone());
 
     let flight_listener = TcpListener::bind(&config.server.flight_addr).await?;
     let flight_addr = flight_listener.local_addr()?;
@@ -290,6 +298,7 @@ pub async fn start(config: QuiverConfig) -> anyhow::Result<RunningGateway> {
         queries: queries.clone(),
         admin: config.admin.clone(),
         admission,
+        cache,
     });
     tasks.push(tokio::spawn(async move {
         let served = axum::serve(http_listener, routes(state)).with_graceful_shutdown(async move {

@@ -59,6 +59,14 @@ impl SessionState {
         }
     }
 
+    /// The `cache_control` option (`no-cache`, `only-if-cached`, `max-age=N`).
+    pub fn cache_control(&self) -> Option<String> {
+        match self.options.get("cache_control") {
+            Some(OptionValue::String(s)) if !s.is_empty() => Some(s.clone()),
+            _ => None,
+        }
+    }
+
     /// The `query_priority` option.
     pub fn query_priority(&self) -> Option<i32> {
         match self.options.get("query_priority") {

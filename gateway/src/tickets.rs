@@ -42,6 +42,13 @@ pub enum Sealed {
         /// Trino query type (SELECT, INSERT, ...), for query history and resource groups.
         #[serde(default)]
         kind: String,
+        /// For a cache-eligible statement: its key and how to use the cache.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cache: Option<crate::cache::CacheTicket>,
+        /// For a statement that writes: the tables it names (cache entries reading them are
+        /// evicted once it has run).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        writes: Vec<quiver_policies::TableRef>,
     },
     /// A metadata request answered by the gateway: the Any-encoded Flight SQL command.
     Metadata {
@@ -210,6 +217,8 @@ mod tests {
             ticket: b"worker ticket".to_vec(),
             write: false,
             kind: "SELECT".into(),
+            cache: None,
+            writes: vec![],
         }
     }
 

@@ -36,7 +36,7 @@ fn example_policies() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../conf/policies")
 }
 
-fn users_file(dir: &Path) -> PathBuf {
+pub fn users_file(dir: &Path) -> PathBuf {
     let path = dir.join("users.db");
     let mut text = String::new();
     for (user, groups) in [
@@ -65,7 +65,7 @@ pub fn opa_config(path: &Path, reload_check_ms: u64) -> OpaConfig {
     c
 }
 
-fn policy_config(dir: &Path, opa: OpaConfig) -> QuiverConfig {
+pub fn policy_config(dir: &Path, opa: OpaConfig) -> QuiverConfig {
     let mut cfg = gateway_config();
     cfg.auth.methods = vec![AuthMethod::PasswordFile];
     cfg.auth.password_file = Some(users_file(dir));
@@ -136,8 +136,55 @@ impl User {
     }
 
     async fn info(&mut self, descriptor: FlightDescriptor) -> Result<FlightInfo, tonic::Status> {
-        let request = self.request(descriptor);
-        self.raw.get_flight_info(request).await.map(|r| r.into_inner())
+        self.info_with_status(descriptor, &[]).await.map(|(info, _)| info)
+    }
+
+    /// GetFlightInfo with extra request headers; the `x-quiver-cache` response header.
+    pub async fn info_with_status(
+        &mut self,
+        descriptor: FlightDescriptor,
+        headers: &[(&'static str, &str)],
+    ) -> Result<(FlightInfo, String), tonic::Status> {
+        let mut request = self.request(descriptor);
+        for (k, v) in headers {
+            request.metadata_mut().insert(*k, v.parse().expect("header value"));
+        }
+        let response = self.raw.get_flight_info(request).await?;
+        let status = cache_status(response.metadata());
+        Ok((response.into_inner(), status))
+    }
+
+    /// Runs `sql` with extra headers; the rows and the `x-quiver-cache` headers of
+    /// GetFlightInfo and DoGet.
+    pub async fn run_with(
+        &mut self,
+        sql: &str,
+        headers: &[(&'static str, &str)],
+    ) -> Result<(Vec<RecordBatch>, String, String), tonic::Status> {
+        let cmd = CommandStatementQuery { query: sql.into(), transaction_id: None };
+        let (info, planned) =
+            self.info_with_status(FlightDescriptor::new_cmd(cmd.as_any().encode_to_vec()), headers).await?;
+        let mut out = Vec::new();
+        let mut served = String::new();
+        for endpoint in info.endpoint {
+            let request = self.request(endpoint.ticket.unwrap_or_default());
+            let response = self.raw.do_get(request).await?;
+            served = cache_status(response.metadata());
+            let stream = response.into_inner();
+            let decoded =
+                FlightRecordBatchStream::new_from_flight_data(stream.map_err(arrow_flight::error::FlightError::from));
+            let mut batches: Vec<RecordBatch> = decoded.try_collect().await.map_err(|e| match e {
+                arrow_flight::error::FlightError::Tonic(s) => *s,
+                other => tonic::Status::internal(other.to_string()),
+            })?;
+            out.append(&mut batches);
+        }
+        Ok((out, planned, served))
+    }
+
+    /// DoGet of every endpoint of `info`.
+    pub async fn fetch_info(&mut self, info: FlightInfo) -> Result<Vec<RecordBatch>, tonic::Status> {
+        self.fetch(info).await
     }
 
     async fn fetch(&mut self, info: FlightInfo) -> Result<Vec<RecordBatch>, tonic::Status> {
@@ -199,6 +246,10 @@ impl User {
     }
 }
 
+fn cache_status(metadata: &tonic::metadata::MetadataMap) -> String {
+    metadata.get("x-quiver-cache").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string()
+}
+
 pub fn single_i64(batches: &[RecordBatch]) -> i64 {
     let b = batches.iter().find(|b| b.num_rows() > 0).expect("a row");
     let col =
@@ -206,7 +257,7 @@ pub fn single_i64(batches: &[RecordBatch]) -> i64 {
     col.as_primitive::<datafusion::arrow::datatypes::Int64Type>().value(0)
 }
 
-fn strings(batches: &[RecordBatch], column: usize) -> Vec<String> {
+pub fn strings(batches: &[RecordBatch], column: usize) -> Vec<String> {
     let mut out = Vec::new();
     for b in batches {
         for i in 0..b.num_rows() {
@@ -583,7 +634,7 @@ impl CustomPolicy {
     }
 }
 
-async fn custom_gateway(dir: &Path, data: serde_json::Value) -> (RunningGateway, Direct, CustomPolicy) {
+pub async fn custom_gateway(dir: &Path, data: serde_json::Value) -> (RunningGateway, Direct, CustomPolicy) {
     let policy = CustomPolicy::new(dir, data);
     let gw = gateway(policy_config(dir, policy.config())).await;
     let direct = Direct::new(gw.engine_addr.expect("embedded engine")).await;

@@ -3,6 +3,7 @@
 
 mod authentication;
 mod authorization;
+mod cache;
 mod common;
 mod errors;
 mod gateway_surface;

@@ -31,6 +31,9 @@ use rewrite::{TablePolicy, TableRead, plan_expression, resolve, tables_read, tri
 pub struct Enforcement {
     /// Plan and check every statement (false: the authorizer allows everything).
     pub enabled: bool,
+    /// Plan every statement even without a policy (the result cache needs the tables read
+    /// and whether the statement is deterministic).
+    pub plan_always: bool,
     /// Pools whose workers understand `quiver_policy_filter` (the row-filter barrier).
     pub barrier_pools: BTreeSet<String>,
     planning: Mutex<BTreeMap<String, PlanningFor>>,
@@ -42,7 +45,13 @@ type PlanningFor = (Arc<PoolCatalog>, Arc<Planning>);
 impl Enforcement {
     /// Enforcement on (a policy is configured), with the barrier on `barrier_pools`.
     pub fn new(enabled: bool, barrier_pools: BTreeSet<String>) -> Self {
-        Enforcement { enabled, barrier_pools, planning: Mutex::new(BTreeMap::new()) }
+        Enforcement { enabled, plan_always: false, barrier_pools, planning: Mutex::new(BTreeMap::new()) }
+    }
+
+    /// The same, planning every statement even without a policy.
+    pub fn planning_always(mut self, on: bool) -> Self {
+        self.plan_always = on;
+        self
     }
 
     async fn planning(&self, pool: &Pool) -> Result<(Arc<PoolCatalog>, Arc<Planning>)> {
@@ -67,11 +76,31 @@ pub struct Effective {
     pub rewritten: bool,
     /// Tables that had row filters or masks for the caller.
     pub protected: Vec<TableRef>,
+    /// For a query (not EXPLAIN, DML or DDL) that was planned: what the cache needs.
+    pub facts: Option<QueryFacts>,
+}
+
+/// What the result cache needs to know about a query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueryFacts {
+    /// Tables read (views expanded).
+    pub tables: BTreeSet<TableRef>,
+    /// No function whose result can change between runs (`now()`, `random()`, `uuid()`...).
+    pub deterministic: bool,
+}
+
+impl QueryFacts {
+    fn of(plan: &LogicalPlan, catalog: &str, schema: &str) -> Self {
+        QueryFacts {
+            tables: tables_read(plan, catalog, schema).into_keys().collect(),
+            deterministic: rewrite::deterministic(plan),
+        }
+    }
 }
 
 impl Effective {
     fn unchanged(sql: &str) -> Self {
-        Effective { sql: sql.to_string(), rewritten: false, protected: Vec::new() }
+        Effective { sql: sql.to_string(), rewritten: false, protected: Vec::new(), facts: None }
     }
 
     /// A digest of the effective SQL (prepared statements compare it at execution).
@@ -111,7 +140,7 @@ impl GatewayService {
         catalog: &str,
         schema: &str,
     ) -> Result<Effective> {
-        if !self.enforcement.enabled {
+        if !self.enforcement.enabled && !self.enforcement.plan_always {
             return Ok(Effective::unchanged(sql));
         }
         let (view, planning) = self.enforcement.planning(pool).await?;
@@ -120,6 +149,13 @@ impl GatewayService {
         options.catalog.default_catalog = catalog.to_string();
         options.catalog.default_schema = schema.to_string();
         let plan = quiver_engine::sql::plan(&state, sql).await.map_err(engine_error)?;
+        if !self.enforcement.enabled {
+            let mut effective = Effective::unchanged(sql);
+            if is_query(&plan) {
+                effective.facts = Some(QueryFacts::of(&plan, catalog, schema));
+            }
+            return Ok(effective);
+        }
         let scope = Scope { ctx, state: &state, catalog, schema, view: &view, planning: &planning, pool: &pool.name };
         match &plan {
             LogicalPlan::Explain(e) => {
@@ -152,8 +188,11 @@ impl GatewayService {
 
     async fn authorize_query(&self, scope: &Scope<'_>, plan: LogicalPlan, sql: &str) -> Result<Effective> {
         let policies = self.read_policies(scope, &plan).await?;
+        let tables: BTreeSet<TableRef> = policies.keys().cloned().collect();
         if policies.values().all(TablePolicy::is_empty) {
-            return Ok(Effective::unchanged(sql));
+            let mut effective = Effective::unchanged(sql);
+            effective.facts = Some(QueryFacts { tables, deterministic: rewrite::deterministic(&plan) });
+            return Ok(effective);
         }
         let protected: Vec<TableRef> = policies.iter().filter(|(_, p)| !p.is_empty()).map(|(t, _)| t.clone()).collect();
         let barrier = self.enforcement.barrier_pools.contains(scope.pool);
@@ -165,7 +204,8 @@ impl GatewayService {
             ))
         })?;
         tracing::debug!(user = %scope.ctx.identity.user, tables = ?protected.iter().map(|t| t.to_string()).collect::<Vec<_>>(), "row filters and masks applied");
-        Ok(Effective { sql: effective, rewritten: true, protected })
+        let facts = QueryFacts { tables, deterministic: rewrite::deterministic(&rewritten) };
+        Ok(Effective { sql: effective, rewritten: true, protected, facts: Some(facts) })
     }
 
     async fn refuse_if_protected(&self, scope: &Scope<'_>, plan: &LogicalPlan, what: &str) -> Result<()> {
@@ -408,6 +448,21 @@ fn updated_columns(input: &LogicalPlan) -> Vec<String> {
             _ => None,
         })
         .collect()
+}
+
+/// A statement that returns rows and changes nothing (not EXPLAIN, DML, DDL or a session
+/// statement).
+fn is_query(plan: &LogicalPlan) -> bool {
+    !matches!(
+        plan,
+        LogicalPlan::Explain(_)
+            | LogicalPlan::Analyze(_)
+            | LogicalPlan::Dml(_)
+            | LogicalPlan::Ddl(_)
+            | LogicalPlan::DescribeTable(_)
+            | LogicalPlan::Statement(_)
+            | LogicalPlan::Copy(_)
+    )
 }
 
 fn first_words(sql: &str) -> String {

@@ -276,6 +276,29 @@ pub fn trino_type(t: &DataType) -> String {
     }
 }
 
+/// True when no function in `plan` (subqueries included) can give another result on another
+/// run: anything not `Immutable` (`now()`, `current_date`, `random()`, `uuid()`, ...) makes
+/// a plan non-deterministic.
+pub fn deterministic(plan: &LogicalPlan) -> bool {
+    use datafusion::common::tree_node::TreeNode;
+    let mut deterministic = true;
+    let _ = plan.apply_with_subqueries(|node| {
+        let _ = node.apply_expressions(|e| {
+            e.apply(|e| {
+                if let Expr::ScalarFunction(f) = e
+                    && f.func.signature().volatility != datafusion::logical_expr::Volatility::Immutable
+                {
+                    deterministic = false;
+                    return Ok(TreeNodeRecursion::Stop);
+                }
+                Ok(TreeNodeRecursion::Continue)
+            })
+        });
+        Ok(if deterministic { TreeNodeRecursion::Continue } else { TreeNodeRecursion::Stop })
+    });
+    deterministic
+}
+
 /// The SQL a worker runs for `plan`.
 pub fn to_sql(plan: &LogicalPlan) -> datafusion::common::Result<String> {
     Ok(datafusion::sql::unparser::plan_to_sql(plan)?.to_string())

@@ -30,6 +30,9 @@ pub struct QuiverConfig {
     /// Access control (`[authorization]`). Unset: every authenticated caller may do anything.
     #[serde(default)]
     pub authorization: Option<AuthorizationConfig>,
+    /// The result cache (`[cache]`). Unset: no caching.
+    #[serde(default)]
+    pub cache: Option<CacheConfig>,
     /// Trino resource groups (`[resource_groups]`). Unset: no admission control.
     #[serde(default)]
     pub resource_groups: Option<ResourceGroupsConfig>,
@@ -157,6 +160,51 @@ pub struct AuthorizationConfig {
     pub rules: Option<quiver_policies::rules::RulesConfig>,
 }
 
+/// `[cache]`: results of read-only, deterministic statements kept as the FlightData frames
+/// that were streamed.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// Total size of stored results (`1GiB`, `512MiB`, ...).
+    pub max_size: String,
+    /// Results larger than this are streamed but not kept.
+    pub max_entry_size: String,
+    /// How long an entry lives, in seconds.
+    pub ttl_secs: u64,
+    /// Shorter (or longer) lifetimes for results reading these catalogs; the shortest of
+    /// the catalogs read applies.
+    pub catalog_ttl_secs: std::collections::BTreeMap<String, u64>,
+    /// Catalogs whose data changes behind the gateway's back: results reading them are never
+    /// kept.
+    pub volatile_catalogs: Vec<String>,
+    /// Compress stored frames (`none` or `zstd`).
+    pub compression: CacheCompression,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            max_size: "1GiB".into(),
+            max_entry_size: "64MiB".into(),
+            ttl_secs: 300,
+            catalog_ttl_secs: Default::default(),
+            volatile_catalogs: Vec::new(),
+            compression: CacheCompression::None,
+        }
+    }
+}
+
+/// Compression of stored frames.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum CacheCompression {
+    /// Keep frames as streamed.
+    #[default]
+    None,
+    /// zstd (level 3) on frame bodies that shrink.
+    Zstd,
+}
+
 /// `[[pools]]`: a named set of engine workers.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -254,6 +302,7 @@ impl QuiverConfig {
             auth: AuthConfig::default(),
             admin: AdminConfig { users: vec!["*".into()], groups: vec![] },
             authorization: None,
+            cache: None,
             resource_groups: None,
             routing: crate::routing::RoutingConfig::default(),
             session: SessionConfig {
@@ -357,6 +406,16 @@ impl QuiverConfig {
                         push!("authorization.rules", e.to_string());
                     }
                 }
+            }
+        }
+        if let Some(c) = &self.cache {
+            for (key, value) in [("cache.max_size", &c.max_size), ("cache.max_entry_size", &c.max_entry_size)] {
+                if let Err(e) = parse_bytes(value) {
+                    push!(key, e);
+                }
+            }
+            if c.ttl_secs == 0 {
+                push!("cache.ttl_secs", String::from("must be at least 1"));
             }
         }
         let pool_names: Vec<String> = self.pools.iter().map(|p| p.name.clone()).collect();

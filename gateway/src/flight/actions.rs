@@ -27,7 +27,7 @@ pub const CANCEL_FLIGHT_INFO: &str = "CancelFlightInfo";
 
 /// Session options the gateway understands: the default catalog and schema, and what
 /// resource-group selectors look at (`source`, `client_tags`, `query_priority`).
-const KNOWN_OPTIONS: [&str; 5] = ["catalog", "schema", "source", "client_tags", "query_priority"];
+const KNOWN_OPTIONS: [&str; 6] = ["catalog", "schema", "source", "client_tags", "query_priority", "cache_control"];
 
 fn to_value(v: &SessionOptionValue) -> Option<OptionValue> {
     use session_option_value::OptionValue as V;
@@ -94,6 +94,9 @@ impl GatewayService {
                 (Some(OptionValue::String(_)), "source")
                 | (Some(OptionValue::String(_) | OptionValue::StringList(_)), "client_tags")
                 | (Some(OptionValue::Int(_)), "query_priority") => accepted.push((name, value)),
+                (Some(OptionValue::String(c)), "cache_control") if crate::cache::Control::parse(c).is_ok() => {
+                    accepted.push((name, value))
+                }
                 _ => {
                     errors.insert(name, error(SetSessionOptionErrorValue::InvalidValue));
                 }

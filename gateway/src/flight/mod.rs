@@ -32,7 +32,10 @@ use crate::router::Router;
 use crate::session::SessionStore;
 use crate::tickets::Sealer;
 
-pub(crate) type FlightDataStream = Pin<Box<dyn Stream<Item = std::result::Result<FlightData, tonic::Status>> + Send>>;
+pub(crate) use statements::frame_rows;
+
+/// A stream of FlightData as the service returns it.
+pub type FlightDataStream = Pin<Box<dyn Stream<Item = std::result::Result<FlightData, tonic::Status>> + Send>>;
 
 /// Client headers that override the session's catalog and schema for one call.
 pub const CATALOG_HEADER: &str = quiver_engine::CATALOG_HEADER;
@@ -70,6 +73,8 @@ pub struct GatewayService {
     pub(crate) admission: Option<Arc<AdmissionController>>,
     /// Statement planning, checks and the row-filter/mask rewrite (on when a policy is set).
     pub(crate) enforcement: Arc<crate::authz::Enforcement>,
+    /// The result cache, when configured.
+    pub(crate) cache: Option<Arc<crate::cache::ResultCache>>,
 }
 
 impl std::fmt::Debug for GatewayService {
@@ -103,7 +108,14 @@ impl GatewayService {
             queries,
             admission: None,
             enforcement: Arc::new(crate::authz::Enforcement::default()),
+            cache: None,
         })
+    }
+
+    /// The same service with a result cache.
+    pub fn with_cache(mut self, cache: Option<Arc<crate::cache::ResultCache>>) -> Self {
+        self.cache = cache;
+        self
     }
 
     /// The same service planning and checking every statement (a policy is configured).

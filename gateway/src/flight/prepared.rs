@@ -155,8 +155,15 @@ impl GatewayService {
             .map_err(|s| worker.error(s))?
             .into_inner();
         let kind = if prepared.update { "INSERT" } else { "SELECT" };
-        let planned =
-            Planned { user: &ctx.identity.user, pool: &prepared.pool.name, write: prepared.update, kind, sql: "" };
+        let planned = Planned {
+            user: &ctx.identity.user,
+            pool: &prepared.pool.name,
+            write: prepared.update,
+            kind,
+            sql: "",
+            cache: None,
+            writes: vec![],
+        };
         Ok(self.seal_info(&planned, info, descriptor))
     }
 
@@ -175,6 +182,11 @@ impl GatewayService {
         let count = put_update(&worker, Request::new(outbound)).await;
         if prepared.update {
             prepared.pool.invalidate_catalog();
+            // Which tables a prepared update changes is not kept with its handle: every
+            // cached result could be stale.
+            if let Some(cache) = &self.cache {
+                cache.invalidate_all();
+            }
         }
         count
     }

@@ -69,8 +69,8 @@ impl FlightSqlService for GatewayService {
     ) -> Result<Response<FlightInfo>, Status> {
         let ctx = caller(&request)?;
         let (catalog, schema) = session_defaults(self, &ctx, &request);
-        let info = self.statement_info(&ctx, &query.query, &catalog, &schema, request.into_inner()).await?;
-        Ok(Response::new(info))
+        let (info, status) = self.statement_info(&ctx, &query.query, &catalog, &schema, request.into_inner()).await?;
+        Ok(with_cache_status(Response::new(info), status))
     }
 
     async fn get_flight_info_prepared_statement(
@@ -176,17 +176,24 @@ impl FlightSqlService for GatewayService {
         request: Request<Ticket>,
     ) -> Result<Response<DoGet>, Status> {
         let ctx = caller(&request)?;
-        let stream = match self.sealer.open(&ctx.identity.user, &ticket.statement_handle)? {
-            Sealed::Query { id, pool, ticket, write, kind } => {
+        let (stream, status) = match self.sealer.open(&ctx.identity.user, &ticket.statement_handle)? {
+            Sealed::Query { id, pool, ticket, write, kind, cache: Some(cache), .. } if !write => {
                 let client = client_info(self, &ctx);
-                self.redeem_query(&ctx, &client, id, &pool, ticket, write, &kind).await?
+                self.redeem_cached(&ctx, &client, id, &pool, ticket, &kind, cache).await?
             }
-            Sealed::Metadata { command } => self.metadata_stream(&ctx, &command).await?,
+            Sealed::Query { id, pool, ticket, write, kind, writes, .. } => {
+                let client = client_info(self, &ctx);
+                let stream = self.redeem_query(&ctx, &client, id, &pool, ticket, write, &kind, writes).await?;
+                (stream, crate::cache::CacheStatus::Bypass)
+            }
+            Sealed::Metadata { command } => {
+                (self.metadata_stream(&ctx, &command).await?, crate::cache::CacheStatus::Bypass)
+            }
             Sealed::Prepared { .. } => {
                 return Err(GatewayError::InvalidTicket("a prepared-statement handle is not a ticket".into()).into());
             }
         };
-        Ok(Response::new(stream))
+        Ok(with_cache_status(Response::new(stream), status))
     }
 
     async fn do_get_prepared_statement(
@@ -362,4 +369,12 @@ impl FlightSqlService for GatewayService {
     }
 
     async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
+}
+
+/// Adds the `x-quiver-cache` response header (HIT, MISS or BYPASS).
+fn with_cache_status<T>(mut response: Response<T>, status: crate::cache::CacheStatus) -> Response<T> {
+    response
+        .metadata_mut()
+        .insert(crate::cache::CACHE_STATUS_HEADER, tonic::metadata::MetadataValue::from_static(status.as_str()));
+    response
 }

@@ -8,18 +8,31 @@ use arrow_flight::{FlightData, FlightDescriptor, FlightInfo, Ticket};
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use prost::Message;
-use quiver_policies::{Operation, Resource};
+use std::collections::BTreeSet;
+
+use quiver_policies::{Operation, Resource, TableRef};
 use tonic::{Request, Status, Streaming};
 
 use super::{ClientInfo, FlightDataStream, GatewayService, with_defaults};
 use crate::admission::Permit;
 use crate::auth_layer::CallContext;
+use crate::cache::{CacheKey, CacheStatus, CacheTicket, Control, Entry, Joined, ResultCache};
 use crate::error::{GatewayError, Result};
 use crate::pool::{InFlight, Pool, Worker};
 use crate::queries::{QueryRecord, QueryRegistry, QueryState};
 use crate::router::{Analysis, analyze};
 use crate::routing::RouteRequest;
 use crate::tickets::{Sealed, new_id};
+
+/// The cache's part in a statement's GetFlightInfo.
+enum CachePlan {
+    /// Not eligible, or the cache is off.
+    Bypass,
+    /// Stored: answer from it.
+    Hit(Arc<Entry>, CacheTicket),
+    /// Run it (and store it).
+    Miss(CacheTicket),
+}
 
 /// What `seal_info` records about a planned statement.
 pub(crate) struct Planned<'a> {
@@ -33,6 +46,10 @@ pub(crate) struct Planned<'a> {
     pub kind: &'a str,
     /// The SQL text (empty for prepared statements).
     pub sql: &'a str,
+    /// The cache key and use, for a cache-eligible statement.
+    pub cache: Option<CacheTicket>,
+    /// Tables a writing statement names (cache eviction after it ran).
+    pub writes: Vec<TableRef>,
 }
 
 /// Ends a query in the registry however its stream ends: at its end (FINISHED), with an
@@ -45,6 +62,14 @@ struct QueryGuard {
     wrote: Option<Arc<Pool>>,
     /// The resource-group slot, given back when the stream ends.
     permit: Option<Permit>,
+    /// Cache entries reading these tables are evicted once the statement has run.
+    evict: Option<(Arc<ResultCache>, BTreeSet<TableRef>)>,
+}
+
+impl QueryGuard {
+    fn new(queries: Arc<QueryRegistry>, record: Arc<QueryRecord>) -> Self {
+        QueryGuard { queries, record, outcome: None, wrote: None, permit: None, evict: None }
+    }
 }
 
 impl Drop for QueryGuard {
@@ -55,6 +80,9 @@ impl Drop for QueryGuard {
         self.queries.finish(&self.record, state, error);
         if let Some(pool) = &self.wrote {
             pool.invalidate_catalog();
+        }
+        if let Some((cache, tables)) = &self.evict {
+            cache.invalidate_tables(tables);
         }
     }
 }
@@ -114,7 +142,8 @@ impl GatewayService {
         Ok((analysis, pool))
     }
 
-    /// GetFlightInfo for a statement: plan on a worker, seal its tickets.
+    /// GetFlightInfo for a statement: served from the result cache, or planned on a worker;
+    /// either way the client gets sealed tickets.
     pub(crate) async fn statement_info(
         &self,
         ctx: &CallContext,
@@ -122,9 +151,24 @@ impl GatewayService {
         catalog: &str,
         schema: &str,
         descriptor: FlightDescriptor,
-    ) -> Result<FlightInfo> {
+    ) -> Result<(FlightInfo, CacheStatus)> {
         let (analysis, pool) = self.admit(ctx, sql, catalog, schema).await?;
         let effective = self.enforce(ctx, &pool, sql, catalog, schema).await?;
+        let write = analysis.query_type.is_write();
+        let writes: Vec<TableRef> = if write { analysis.tables.iter().cloned().collect() } else { vec![] };
+        if write && let Some(cache) = &self.cache {
+            cache.invalidate_tables(&analysis.tables);
+        }
+        let kind = analysis.query_type.as_str();
+        let cache_plan = self.cache_plan(ctx, &effective, &pool.name, catalog, schema)?;
+        let (ticket, status) = match cache_plan {
+            CachePlan::Hit(entry, ticket) => {
+                let info = self.cached_info(ctx, &pool.name, kind, sql, &entry, ticket, descriptor)?;
+                return Ok((info, CacheStatus::Hit));
+            }
+            CachePlan::Miss(ticket) => (Some(ticket), CacheStatus::Miss),
+            CachePlan::Bypass => (None, CacheStatus::Bypass),
+        };
         let worker_descriptor = if effective.rewritten {
             let command = CommandStatementQuery { query: effective.sql.clone(), transaction_id: None };
             FlightDescriptor::new_cmd(command.as_any().encode_to_vec())
@@ -141,14 +185,240 @@ impl GatewayService {
                 }
             })
             .await?;
-        let planned = Planned {
-            user: &ctx.identity.user,
-            pool: &pool.name,
-            write: analysis.query_type.is_write(),
-            kind: analysis.query_type.as_str(),
-            sql,
+        let planned = Planned { user: &ctx.identity.user, pool: &pool.name, write, kind, sql, cache: ticket, writes };
+        Ok((self.seal_info(&planned, info, descriptor), status))
+    }
+
+    /// Whether and how the cache serves this statement. A statement is eligible when it was
+    /// planned as a query, is deterministic, and reads no volatile catalog and no
+    /// `information_schema`.
+    fn cache_plan(
+        &self,
+        ctx: &CallContext,
+        effective: &crate::authz::Effective,
+        pool: &str,
+        catalog: &str,
+        schema: &str,
+    ) -> Result<CachePlan> {
+        let Some(cache) = &self.cache else { return Ok(CachePlan::Bypass) };
+        let control = self.cache_control(ctx)?;
+        let why_not = match &effective.facts {
+            None => Some("it is not a query"),
+            Some(f) if !f.deterministic => Some("it is not deterministic"),
+            Some(f) if f.tables.iter().any(|t| t.schema == "information_schema") => Some("it reads information_schema"),
+            Some(f) if f.tables.iter().any(|t| cache.is_volatile(&t.catalog)) => Some("it reads a volatile catalog"),
+            Some(_) => None,
         };
-        Ok(self.seal_info(&planned, info, descriptor))
+        let facts = match (why_not, &effective.facts) {
+            (None, Some(facts)) => facts,
+            (reason, _) => {
+                if control == Control::OnlyIfCached {
+                    return Err(GatewayError::FailedPrecondition(format!(
+                        "only-if-cached: this statement is never cached ({})",
+                        reason.unwrap_or("not eligible")
+                    )));
+                }
+                cache.count(&ctx.identity.user, CacheStatus::Bypass);
+                return Ok(CachePlan::Bypass);
+            }
+        };
+        let catalogs: BTreeSet<String> = facts.tables.iter().map(|t| t.catalog.clone()).collect();
+        let key = CacheKey {
+            sql: effective.sql.clone(),
+            pool: pool.to_string(),
+            catalog: catalog.to_string(),
+            schema: schema.to_string(),
+            versions: cache.versions(&facts.tables),
+        };
+        let max_age = match control {
+            Control::MaxAge(age) => Some(age),
+            _ => None,
+        };
+        let ticket = CacheTicket {
+            key,
+            tables: facts.tables.iter().cloned().collect(),
+            ttl_secs: cache.ttl_for(&catalogs).as_secs(),
+            read: control != Control::NoCache,
+            max_age_secs: max_age.map(|a| a.as_secs()),
+        };
+        let found = if ticket.read { cache.lookup(&ticket.key, max_age) } else { None };
+        match (found, control) {
+            (Some(entry), _) => {
+                cache.count(&ctx.identity.user, CacheStatus::Hit);
+                Ok(CachePlan::Hit(entry, ticket))
+            }
+            (None, Control::OnlyIfCached) => {
+                Err(GatewayError::FailedPrecondition("only-if-cached: the result is not in the cache".into()))
+            }
+            (None, _) => {
+                cache.count(&ctx.identity.user, CacheStatus::Miss);
+                Ok(CachePlan::Miss(ticket))
+            }
+        }
+    }
+
+    /// The caller's cache control: the request header, else the session option.
+    fn cache_control(&self, ctx: &CallContext) -> Result<Control> {
+        let session = ctx.session_id.as_deref().and_then(|id| self.sessions.get(id, &ctx.identity.user));
+        let value = ctx.cache_control.clone().or_else(|| session.and_then(|s| s.cache_control()));
+        match value {
+            Some(v) => Control::parse(&v).map_err(GatewayError::InvalidArgument),
+            None => Ok(Control::Default),
+        }
+    }
+
+    /// A FlightInfo answered from a stored result: its schema, its row count, and a ticket
+    /// that streams it (or runs the statement, should it be evicted before DoGet).
+    #[allow(clippy::too_many_arguments)]
+    fn cached_info(
+        &self,
+        ctx: &CallContext,
+        pool: &str,
+        kind: &str,
+        sql: &str,
+        entry: &Entry,
+        ticket: CacheTicket,
+        descriptor: FlightDescriptor,
+    ) -> Result<FlightInfo> {
+        let schema = entry.schema()?;
+        let id = new_id();
+        self.queries.plan(&id, &ctx.identity.user, pool, kind, sql);
+        let sealed = self.sealer.seal(
+            &ctx.identity.user,
+            Sealed::Query {
+                id,
+                pool: pool.to_string(),
+                ticket: vec![],
+                write: false,
+                kind: kind.to_string(),
+                cache: Some(ticket),
+                writes: vec![],
+            },
+        );
+        let info = FlightInfo::new()
+            .try_with_schema(&schema)
+            .map_err(|e| GatewayError::Internal(format!("cached schema: {e}")))?
+            .with_endpoint(arrow_flight::FlightEndpoint::new().with_ticket(ticket_bytes(sealed)))
+            .with_descriptor(descriptor)
+            .with_total_records(entry.rows as i64);
+        Ok(info)
+    }
+
+    /// DoGet of a cache-eligible statement: the stored result, another caller's execution in
+    /// flight, or this caller's execution feeding the cache.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn redeem_cached(
+        &self,
+        ctx: &CallContext,
+        client: &ClientInfo,
+        id: String,
+        pool: &str,
+        ticket: Vec<u8>,
+        kind: &str,
+        cache_ticket: CacheTicket,
+    ) -> Result<(FlightDataStream, CacheStatus)> {
+        let Some(cache) = self.cache.clone() else {
+            // A replica without a cache: run it.
+            let ticket = self.worker_ticket(pool, &cache_ticket.key, ticket).await?;
+            let stream = self.redeem_query(ctx, client, id, pool, ticket, false, kind, vec![]).await?;
+            return Ok((stream, CacheStatus::Bypass));
+        };
+        match cache.join(&cache_ticket) {
+            Joined::Stored(entry) => {
+                let stream = self.served_without_worker(ctx, &id, pool, kind, ResultCache::stream(entry))?;
+                Ok((stream, CacheStatus::Hit))
+            }
+            Joined::Follow(fill) => {
+                let stream = self.served_without_worker(ctx, &id, pool, kind, fill.reader())?;
+                Ok((stream, CacheStatus::Hit))
+            }
+            Joined::Lead(fill) => {
+                let started = match self.worker_ticket(pool, &cache_ticket.key, ticket).await {
+                    Ok(ticket) => self.redeem_query(ctx, client, id, pool, ticket, false, kind, vec![]).await,
+                    Err(e) => Err(e),
+                };
+                match started {
+                    Ok(stream) => {
+                        let reader = fill.reader();
+                        cache.spawn_pump(fill, stream);
+                        Ok((reader, CacheStatus::Miss))
+                    }
+                    Err(e) => {
+                        cache.abandon(
+                            &fill,
+                            Status::from(GatewayError::Unavailable(format!(
+                                "the execution this result was shared from failed: {e}"
+                            ))),
+                        );
+                        Err(e)
+                    }
+                }
+            }
+        }
+    }
+
+    /// The worker ticket of a cache ticket: the one planned at GetFlightInfo, or (for a
+    /// result evicted since it was found in the cache) a fresh plan of the effective SQL.
+    async fn worker_ticket(&self, pool: &str, key: &CacheKey, ticket: Vec<u8>) -> Result<Vec<u8>> {
+        if !ticket.is_empty() {
+            return Ok(ticket);
+        }
+        let pool = self.router.pool(pool)?;
+        let command = CommandStatementQuery { query: key.sql.clone(), transaction_id: None };
+        let descriptor = FlightDescriptor::new_cmd(command.as_any().encode_to_vec());
+        let (info, _) = pool
+            .call_idempotent(|worker| {
+                let request = with_defaults(Request::new(descriptor.clone()), &key.catalog, &key.schema);
+                async move {
+                    let _inflight = worker.begin();
+                    worker.client().get_flight_info(request).await.map(|r| r.into_inner())
+                }
+            })
+            .await?;
+        info.endpoint
+            .into_iter()
+            .find_map(|e| e.ticket.map(|t| t.ticket.to_vec()))
+            .ok_or_else(|| GatewayError::Internal("the worker planned the statement without a ticket".into()))
+    }
+
+    /// Streams a result that needs no worker (stored, or shared from another execution),
+    /// recorded in the query registry like any other.
+    fn served_without_worker(
+        &self,
+        ctx: &CallContext,
+        id: &str,
+        pool: &str,
+        kind: &str,
+        stream: FlightDataStream,
+    ) -> Result<FlightDataStream> {
+        let record = self
+            .queries
+            .start(id, &ctx.identity.user, pool, kind)
+            .map_err(|_| GatewayError::Cancelled("the query was cancelled".into()))?;
+        record.set_worker("cache");
+        record.set_state(QueryState::Running);
+        let guard = QueryGuard::new(self.queries.clone(), record);
+        Ok(Box::pin(futures::stream::unfold((stream, Some(guard)), |(mut stream, guard)| async move {
+            let mut guard = guard?;
+            if guard.record.cancel.is_cancelled() {
+                guard.outcome = Some((QueryState::Cancelled, Some("cancelled".into())));
+                return Some((Err(Status::cancelled("the query was cancelled")), (stream, None)));
+            }
+            match stream.next().await {
+                Some(Ok(frame)) => {
+                    guard.record.add_frame(frame.data_header.len() + frame.data_body.len(), frame_rows(&frame));
+                    Some((Ok(frame), (stream, Some(guard))))
+                }
+                Some(Err(status)) => {
+                    guard.outcome = Some((QueryState::Failed, Some(status.message().to_string())));
+                    Some((Err(status), (stream, None)))
+                }
+                None => {
+                    guard.outcome = Some((QueryState::Finished, None));
+                    None
+                }
+            }
+        })))
     }
 
     /// Replaces each endpoint's worker ticket with a sealed gateway ticket and drops
@@ -171,6 +441,8 @@ impl GatewayService {
                     ticket: worker_ticket.ticket.to_vec(),
                     write: planned.write,
                     kind: planned.kind.to_string(),
+                    cache: planned.cache.clone(),
+                    writes: planned.writes.clone(),
                 },
             );
             endpoint.ticket = Some(ticket_bytes(sealed));
@@ -191,12 +463,16 @@ impl GatewayService {
         ticket: Vec<u8>,
         write: bool,
         kind: &str,
+        writes: Vec<TableRef>,
     ) -> Result<FlightDataStream> {
         let record = self
             .queries
             .start(&id, &ctx.identity.user, pool, kind)
             .map_err(|_| GatewayError::Cancelled("the query was cancelled".into()))?;
-        let mut guard = QueryGuard { queries: self.queries.clone(), record, outcome: None, wrote: None, permit: None };
+        let mut guard = QueryGuard::new(self.queries.clone(), record);
+        if write && let Some(cache) = &self.cache {
+            guard.evict = Some((cache.clone(), writes.into_iter().collect()));
+        }
         // The resource group first: a queued query holds no worker.
         let record = guard.record.clone();
         let admitted = self
@@ -293,6 +569,9 @@ impl GatewayService {
             put_update(&worker, with_defaults(Request::new(forwardable(stream, command)), catalog, schema)).await;
         if analysis.query_type.is_write() {
             pool.invalidate_catalog();
+            if let Some(cache) = &self.cache {
+                cache.invalidate_tables(&analysis.tables);
+            }
         }
         count
     }
@@ -339,7 +618,7 @@ where
 }
 
 /// Rows in a FlightData frame, read from its IPC message header (no body decoding).
-fn frame_rows(data: &FlightData) -> u64 {
+pub(crate) fn frame_rows(data: &FlightData) -> u64 {
     datafusion::arrow::ipc::root_as_message(&data.data_header)
         .ok()
         .and_then(|m| m.header_as_record_batch())

@@ -22,6 +22,7 @@ pub(super) fn routes() -> Router<Arc<HttpState>> {
         .route("/v1/query", get(list_queries))
         .route("/v1/query/{id}", get(get_query).delete(kill_query))
         .route("/v1/pools", get(pools))
+        .route("/v1/cache", get(cache_state).delete(evict))
         .route("/v1/resourceGroupState/{*id}", get(resource_group_state))
         .route("/v1/pools/{pool}/drain", post(drain_pool).delete(undrain_pool))
         .route("/v1/pools/{pool}/workers/{worker}/drain", post(drain_worker).delete(undrain_worker))
@@ -84,6 +85,54 @@ async fn kill_query(
         }
         _ => error(StatusCode::NOT_FOUND, format!("no query `{id}`")),
     }
+}
+
+/// `GET /v1/cache`: entries and bytes held (admin).
+async fn cache_state(State(state): State<Arc<HttpState>>, Extension(ctx): Extension<CallContext>) -> Response {
+    if !is_admin(&state, &ctx) {
+        return forbidden();
+    }
+    let Some(cache) = &state.cache else {
+        return error(StatusCode::NOT_FOUND, "no result cache is configured ([cache])");
+    };
+    let (entries, bytes) = cache.held();
+    Json(json!({"entries": entries, "bytes": bytes})).into_response()
+}
+
+/// Which entries `DELETE /v1/cache` evicts: `?table=catalog.schema.table`, `?catalog=name`,
+/// or everything.
+#[derive(Debug, serde::Deserialize)]
+struct EvictQuery {
+    table: Option<String>,
+    catalog: Option<String>,
+}
+
+/// `DELETE /v1/cache[?table=c.s.t|?catalog=c]`: evicts and answers how many (admin).
+async fn evict(
+    State(state): State<Arc<HttpState>>,
+    Extension(ctx): Extension<CallContext>,
+    axum::extract::Query(q): axum::extract::Query<EvictQuery>,
+) -> Response {
+    if !is_admin(&state, &ctx) {
+        return forbidden();
+    }
+    let Some(cache) = &state.cache else {
+        return error(StatusCode::NOT_FOUND, "no result cache is configured ([cache])");
+    };
+    let evicted = match (q.table, q.catalog) {
+        (Some(_), Some(_)) => return error(StatusCode::BAD_REQUEST, "give `table` or `catalog`, not both"),
+        (Some(t), None) => {
+            let parts: Vec<&str> = t.split('.').collect();
+            let [c, s, n] = parts.as_slice() else {
+                return error(StatusCode::BAD_REQUEST, format!("`{t}` is not catalog.schema.table"));
+            };
+            let tables = std::collections::BTreeSet::from([quiver_policies::TableRef::new(*c, *s, *n)]);
+            cache.invalidate_tables(&tables)
+        }
+        (None, Some(c)) => cache.invalidate_catalog(&c),
+        (None, None) => cache.invalidate_all(),
+    };
+    Json(json!({"evicted": evicted})).into_response()
 }
 
 async fn pools(State(state): State<Arc<HttpState>>, Extension(ctx): Extension<CallContext>) -> Response {

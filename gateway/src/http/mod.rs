@@ -45,6 +45,8 @@ pub struct HttpState {
     pub admin: AdminConfig,
     /// Resource groups, when configured.
     pub admission: Option<Arc<AdmissionController>>,
+    /// The result cache, when configured.
+    pub cache: Option<Arc<crate::cache::ResultCache>>,
 }
 
 impl std::fmt::Debug for HttpState {
