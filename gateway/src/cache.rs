@@ -263,14 +263,15 @@ impl ResultCache {
         self.config.volatile_catalogs.iter().any(|c| c == catalog)
     }
 
-    /// The entry lifetime for results reading `catalogs`: the shortest that applies.
+    /// The entry lifetime for results reading `catalogs`: the shortest of their
+    /// `catalog_ttl_secs`, and of `ttl_secs` when some catalog read has no override (so an
+    /// override may lengthen the lifetime too, when every catalog read has one).
     pub fn ttl_for(&self, catalogs: &BTreeSet<String>) -> Duration {
-        let secs = catalogs
-            .iter()
-            .filter_map(|c| self.config.catalog_ttl_secs.get(c).copied())
-            .chain(std::iter::once(self.config.ttl_secs))
-            .min()
-            .unwrap_or(self.config.ttl_secs);
+        let overrides: Vec<u64> =
+            catalogs.iter().filter_map(|c| self.config.catalog_ttl_secs.get(c).copied()).collect();
+        let all_overridden = !catalogs.is_empty() && overrides.len() == catalogs.len();
+        let default = (!all_overridden).then_some(self.config.ttl_secs);
+        let secs = overrides.into_iter().chain(default).min().unwrap_or(self.config.ttl_secs);
         Duration::from_secs(secs)
     }
 
@@ -279,8 +280,8 @@ impl ResultCache {
     pub fn versions(&self, tables: &BTreeSet<TableRef>) -> Vec<(String, u64)> {
         let v = self.versions.lock();
         let catalogs: BTreeSet<&str> = tables.iter().map(|t| t.catalog.as_str()).collect();
-        let mut out: Vec<(String, u64)> =
-            catalogs.into_iter().map(|c| (c.to_string(), v.get(c).copied().unwrap_or(0))).collect();
+        let mut out: Vec<(String, u64)> = vec![(ALL.to_string(), v.get(ALL).copied().unwrap_or(0))];
+        out.extend(catalogs.into_iter().map(|c| (c.to_string(), v.get(c).copied().unwrap_or(0))));
         for t in tables {
             let name = t.to_string();
             let version = v.get(&name).copied().unwrap_or(0);
@@ -418,8 +419,9 @@ impl ResultCache {
         self.evict_if(|e| e.tables.iter().any(|t| t.catalog == catalog))
     }
 
-    /// Evicts everything.
+    /// Evicts everything (and makes results being computed now unreachable).
     pub fn invalidate_all(&self) -> usize {
+        *self.versions.lock().entry(ALL.to_string()).or_default() += 1;
         let n = self.entries.entry_count() as usize;
         self.entries.invalidate_all();
         self.entries.run_pending_tasks();
@@ -442,6 +444,9 @@ impl ResultCache {
         (self.entries.entry_count(), self.entries.weighted_size())
     }
 }
+
+/// The version that every key includes (bumped by evicting everything).
+const ALL: &str = "*";
 
 /// How many frames the worker stream may run ahead of the slowest caller.
 const PUMP_WINDOW: usize = 64;
@@ -661,6 +666,43 @@ mod tests {
         assert_eq!(Control::parse("max-age=30"), Ok(Control::MaxAge(Duration::from_secs(30))));
         let e = Control::parse("max-age=soon").expect_err("bad");
         assert!(e.contains("max-age=soon"), "{e}");
+    }
+
+    #[test]
+    fn lifetimes_take_the_shortest_override_and_the_default_unless_all_are_overridden() {
+        let config = CacheConfig {
+            ttl_secs: 300,
+            catalog_ttl_secs: [("lake".to_string(), 30), ("archive".to_string(), 3600)].into_iter().collect(),
+            ..CacheConfig::default()
+        };
+        let cache = ResultCache::new(config, Arc::new(Metrics::new())).expect("cache");
+        let set = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<BTreeSet<_>>();
+        assert_eq!(cache.ttl_for(&set(&["tpch"])), Duration::from_secs(300));
+        assert_eq!(cache.ttl_for(&set(&["lake"])), Duration::from_secs(30));
+        assert_eq!(cache.ttl_for(&set(&["archive"])), Duration::from_secs(3600));
+        assert_eq!(cache.ttl_for(&set(&["archive", "tpch"])), Duration::from_secs(300));
+        assert_eq!(cache.ttl_for(&set(&["archive", "lake"])), Duration::from_secs(30));
+    }
+
+    #[test]
+    fn evictions_make_older_keys_unreachable() {
+        let cache = ResultCache::new(CacheConfig::default(), Arc::new(Metrics::new())).expect("cache");
+        let t = TableRef::new("c", "s", "t");
+        let tables = BTreeSet::from([t.clone()]);
+        let v0 = cache.versions(&tables);
+        cache.invalidate_tables(&tables);
+        let v1 = cache.versions(&tables);
+        cache.invalidate_catalog("c");
+        let v2 = cache.versions(&tables);
+        cache.invalidate_all();
+        let v3 = cache.versions(&tables);
+        let all: BTreeSet<_> = [v0, v1, v2, v3].into_iter().collect();
+        assert_eq!(all.len(), 4);
+        // Another table's versions move only with its catalog or everything.
+        let other = BTreeSet::from([TableRef::new("d", "s", "u")]);
+        let before = cache.versions(&other);
+        cache.invalidate_tables(&tables);
+        assert_eq!(cache.versions(&other), before);
     }
 
     #[test]

@@ -1,10 +1,11 @@
 //! Signed, self-contained tickets and prepared-statement handles.
 //!
 //! A ticket carries everything needed to serve its DoGet (the pool and the worker's own
-//! ticket), the user it was issued to and an expiry, sealed with HMAC-SHA256 under the
-//! gateway secret: any replica holding the secret can serve it, and nobody can forge or alter
-//! one. The bytes clients see are a Flight SQL `TicketStatementQuery` (Any-encoded), as
-//! clients expect.
+//! ticket), the user it was issued to and an expiry, sealed with AES-256-GCM under a key
+//! derived from the gateway secret: any replica holding the secret can serve it, nobody can
+//! forge or alter one, and nobody can read one — a ticket's worker handle holds the effective
+//! SQL, row-filter literals and mask expressions included, which the caller must not see. The
+//! bytes clients see are a Flight SQL `TicketStatementQuery` (Any-encoded), as clients expect.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -17,8 +18,9 @@ use sha2::Sha256;
 
 use crate::error::{GatewayError, Result};
 
-const VERSION: u8 = 1;
-const MAC_LEN: usize = 32;
+const VERSION: u8 = 2;
+const NONCE_LEN: usize = 12;
+const TAG_LEN: usize = 16;
 /// Sealed blobs larger than this are refused before any work.
 const MAX_SEALED_BYTES: usize = 16 * 1024 * 1024;
 
@@ -141,7 +143,7 @@ impl Sealer {
     }
 
     fn derive(secret: &[u8]) -> Vec<u8> {
-        mac(secret, b"quiver ticket key v1")
+        mac(secret, b"quiver ticket key v2 (aes-256-gcm)")
     }
 
     /// Seals `body` for `user`.
@@ -150,37 +152,50 @@ impl Sealer {
     }
 
     fn seal_with_expiry(&self, user: &str, body: Sealed, exp: u64) -> Bytes {
-        let payload = serde_json::to_vec(&Envelope { u: user.to_string(), exp, body }).unwrap_or_default();
-        let mut out = Vec::with_capacity(1 + payload.len() + MAC_LEN);
+        let mut payload = serde_json::to_vec(&Envelope { u: user.to_string(), exp, body }).unwrap_or_default();
+        let mut nonce = [0u8; NONCE_LEN];
+        rand::Rng::fill(&mut rand::rng(), &mut nonce[..]);
+        let Some(key) = aead_key(&self.key) else { return Bytes::new() };
+        let sealed = key.seal_in_place_append_tag(
+            ring::aead::Nonce::assume_unique_for_key(nonce),
+            ring::aead::Aad::from([VERSION]),
+            &mut payload,
+        );
+        if sealed.is_err() {
+            return Bytes::new();
+        }
+        let mut out = Vec::with_capacity(1 + NONCE_LEN + payload.len());
         out.push(VERSION);
+        out.extend_from_slice(&nonce);
         out.extend_from_slice(&payload);
-        let tag = mac(&self.key, &out);
-        out.extend_from_slice(&tag);
         Bytes::from(out)
     }
 
-    /// Opens a sealed blob presented by `user`.
     pub fn open(&self, user: &str, sealed: &[u8]) -> Result<Sealed> {
         if sealed.len() > MAX_SEALED_BYTES {
             return Err(GatewayError::InvalidTicket("too large".into()));
         }
-        if sealed.len() < 1 + MAC_LEN || sealed[0] != VERSION {
+        if sealed.len() < 1 + NONCE_LEN + TAG_LEN || sealed[0] != VERSION {
             return Err(GatewayError::InvalidTicket("not issued by this gateway".into()));
         }
-        let (signed, tag) = sealed.split_at(sealed.len() - MAC_LEN);
-        let verifies = |key: &Vec<u8>| {
-            Hmac::<Sha256>::new_from_slice(key)
-                .map(|mut check| {
-                    check.update(signed);
-                    check.verify_slice(tag).is_ok()
-                })
-                .unwrap_or(false)
-        };
-        if !std::iter::once(&self.key).chain(&self.previous).any(verifies) {
+        let nonce: [u8; NONCE_LEN] = sealed[1..1 + NONCE_LEN].try_into().unwrap_or([0; NONCE_LEN]);
+        let opened = std::iter::once(&self.key).chain(&self.previous).find_map(|key| {
+            let mut buffer = sealed[1 + NONCE_LEN..].to_vec();
+            let key = aead_key(key)?;
+            let plain = key
+                .open_in_place(
+                    ring::aead::Nonce::assume_unique_for_key(nonce),
+                    ring::aead::Aad::from([VERSION]),
+                    &mut buffer,
+                )
+                .ok()?;
+            Some(plain.to_vec())
+        });
+        let Some(plain) = opened else {
             return Err(GatewayError::InvalidTicket("signature mismatch".into()));
-        }
+        };
         let envelope: Envelope =
-            serde_json::from_slice(&signed[1..]).map_err(|_| GatewayError::InvalidTicket("malformed".into()))?;
+            serde_json::from_slice(&plain).map_err(|_| GatewayError::InvalidTicket("malformed".into()))?;
         if envelope.exp <= now() {
             return Err(GatewayError::InvalidTicket("expired; call GetFlightInfo again".into()));
         }
@@ -189,6 +204,10 @@ impl Sealer {
         }
         Ok(envelope.body)
     }
+}
+
+fn aead_key(key: &[u8]) -> Option<ring::aead::LessSafeKey> {
+    ring::aead::UnboundKey::new(&ring::aead::AES_256_GCM, key).ok().map(ring::aead::LessSafeKey::new)
 }
 
 fn mac(key: &[u8], data: &[u8]) -> Vec<u8> {
@@ -257,6 +276,31 @@ mod tests {
         let fresh = rotated.seal("alice", query());
         assert!(old.open("alice", &fresh).is_err());
         assert!(Sealer::new(b"new secret", 60).open("alice", &fresh).is_ok());
+    }
+
+    #[test]
+    fn sealed_bytes_do_not_show_what_they_carry() {
+        let sealer = Sealer::new(b"secret", 60);
+        let secret_sql = "SELECT * FROM t WHERE quiver_policy_filter(region = 'EUROPE')";
+        let body = Sealed::Query {
+            id: "t1".into(),
+            pool: "default".into(),
+            ticket: secret_sql.as_bytes().to_vec(),
+            write: false,
+            kind: "SELECT".into(),
+            cache: None,
+            writes: vec![],
+        };
+        let sealed = sealer.seal("alice", body.clone());
+        let text = String::from_utf8_lossy(&sealed);
+        for needle in ["EUROPE", "quiver_policy_filter", "alice", "default", "SELECT"] {
+            assert!(!text.contains(needle), "{needle} readable in the sealed bytes");
+        }
+        let b64 = STANDARD.encode(secret_sql);
+        assert!(!text.contains(&b64[..12]));
+        // Two seals of the same body differ (fresh nonce).
+        assert_ne!(sealed, sealer.seal("alice", body.clone()));
+        assert_eq!(sealer.open("alice", &sealed).expect("open"), body);
     }
 
     #[test]

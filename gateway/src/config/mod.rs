@@ -171,8 +171,8 @@ pub struct CacheConfig {
     pub max_entry_size: String,
     /// How long an entry lives, in seconds.
     pub ttl_secs: u64,
-    /// Shorter (or longer) lifetimes for results reading these catalogs; the shortest of
-    /// the catalogs read applies.
+    /// Lifetimes for results reading these catalogs, in seconds. The shortest of the
+    /// catalogs read applies, and `ttl_secs` too unless every catalog read has an override.
     pub catalog_ttl_secs: std::collections::BTreeMap<String, u64>,
     /// Catalogs whose data changes behind the gateway's back: results reading them are never
     /// kept.
@@ -489,7 +489,14 @@ mod tests {
     fn toml_examples_in_the_docs_parse() {
         let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs");
         let mut checked = 0;
-        for doc in ["authentication.md", "authorization.md", "configuration.md", "routing.md", "resource-groups.md"] {
+        for doc in [
+            "authentication.md",
+            "authorization.md",
+            "cache.md",
+            "configuration.md",
+            "routing.md",
+            "resource-groups.md",
+        ] {
             let text = std::fs::read_to_string(docs.join(doc)).expect("doc");
             for (i, block) in text.split("```toml\n").skip(1).enumerate() {
                 let block = block.split("```").next().unwrap_or_default();
