@@ -95,7 +95,7 @@ impl Operation {
 }
 
 /// A fully qualified table name.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize)]
 pub struct TableRef {
     /// Catalog.
     pub catalog: String,
