@@ -1,7 +1,7 @@
 //! What authorizing one statement costs in the gateway, per phase, measured side by side in
 //! one run (these machines are noisy: cases are interleaved in blocks).
 //!
-//!   cargo bench -p quiver-gateway --bench authz_overhead [-- --iters N]
+//!   cargo bench -p quiver-gateway --bench authz_overhead [-- --iters N] [--only SUBSTRING]
 //!
 //! The gateway's path for a query under `[authorization]` (`GatewayService::admit` and
 //! `GatewayService::enforce`), replayed phase by phase on the real TPC-H table schemas (from an
@@ -14,7 +14,8 @@
 //!   on (every decision is an `info` event; written to a sink here);
 //! - `rewrite`: plan the filter and mask expressions, rewrite the plan, unparse it to SQL
 //!   (only where a filter or mask applies);
-//! - `total`: all of it, end to end.
+//! - `total`: all of it, end to end (with the determinism walk `enforce` does for the result
+//!   cache).
 //!
 //! Prints a markdown table of p50/p99 per query and phase.
 
@@ -31,7 +32,9 @@ use hdrhistogram::Histogram;
 use quiver_auth::Identity;
 use quiver_engine::config::{CatalogConfig, EngineConfig};
 use quiver_gateway::authz::planning::{Planning, planning_state};
-use quiver_gateway::authz::rewrite::{TablePolicy, TableRead, apply, plan_expression, tables_read, to_sql, trino_type};
+use quiver_gateway::authz::rewrite::{
+    TablePolicy, TableRead, apply, deterministic, plan_expression, tables_read, to_sql, trino_type,
+};
 use quiver_gateway::pool::{PoolCatalog, TableInfo};
 use quiver_policies::opa::{OpaAuthorizer, OpaConfig};
 use quiver_policies::{Authorizer, ColumnInfo, ColumnMask, Operation, PolicyError, Resource, RowFilter, TableRef};
@@ -42,16 +45,20 @@ const SCHEMA: &str = "tiny";
 struct Args {
     /// Timed runs per case.
     iters: usize,
+    /// Only the cases whose name contains this (for profiling one of them).
+    only: Option<String>,
 }
 
 impl Args {
     fn parse() -> Args {
-        let mut args = Args { iters: 2_000 };
+        let mut args = Args { iters: 2_000, only: None };
         let mut it = std::env::args().skip(1);
         while let Some(arg) = it.next() {
-            if arg == "--iters" {
-                args.iters = it.next().and_then(|v| v.parse().ok()).unwrap_or(args.iters);
-            } // cargo bench passes `--bench`
+            match arg.as_str() {
+                "--iters" => args.iters = it.next().and_then(|v| v.parse().ok()).unwrap_or(args.iters),
+                "--only" => args.only = it.next(),
+                _ => {} // cargo bench passes `--bench`
+            }
         }
         args
     }
@@ -154,18 +161,13 @@ async fn decisions(
     Ok(out)
 }
 
-/// The planned filters and masks, the rewritten plan and its SQL; None when nothing applies
-/// (the gateway then forwards the statement as written).
-fn rewrite(
+/// The filter and mask expressions planned over each table's columns.
+fn policies(
     state: &SessionState,
-    plan: LogicalPlan,
     reads: &BTreeMap<TableRef, TableRead>,
     decided: &Decided,
     id: &Identity,
-) -> Option<String> {
-    if decided.values().all(|(f, m)| f.is_empty() && m.is_empty()) {
-        return None;
-    }
+) -> BTreeMap<TableRef, TablePolicy> {
     let mut policies = BTreeMap::new();
     for (table, (filters, masks)) in decided {
         let mut policy = TablePolicy::default();
@@ -184,6 +186,22 @@ fn rewrite(
         }
         policies.insert(table.clone(), policy);
     }
+    policies
+}
+
+/// The planned filters and masks, the rewritten plan and its SQL; None when nothing applies
+/// (the gateway then forwards the statement as written).
+fn rewrite(
+    state: &SessionState,
+    plan: LogicalPlan,
+    reads: &BTreeMap<TableRef, TableRead>,
+    decided: &Decided,
+    id: &Identity,
+) -> Option<String> {
+    if decided.values().all(|(f, m)| f.is_empty() && m.is_empty()) {
+        return None;
+    }
+    let policies = policies(state, reads, decided, id);
     let rewritten = apply(plan, &policies, CATALOG, SCHEMA, true).expect("rewrite");
     Some(to_sql(&rewritten).expect("unparses"))
 }
@@ -194,11 +212,12 @@ async fn total(
     authz: &dyn Authorizer,
     q: &Query,
     admit_catalogs: &BTreeSet<String>,
-) -> Option<String> {
+) -> (Option<String>, bool) {
     let (state, plan) = plan(planning, q.sql).await;
     let reads = tables_read(&plan, CATALOG, SCHEMA);
     let decided = decisions(authz, &q.user, admit_catalogs, &reads).await.expect("allowed");
-    rewrite(&state, plan, &reads, &decided, &q.user)
+    let facts = deterministic(&plan);
+    (rewrite(&state, plan, &reads, &decided, &q.user), facts)
 }
 
 struct Query {
@@ -331,7 +350,48 @@ fn main() {
         }
         if p.rewrites {
             cases.push((
-                format!("{} | rewrite", q.name),
+                format!("{} | rewrite: plan filter/mask expressions", q.name),
+                Box::new(move || {
+                    Box::pin(async move {
+                        let start = Instant::now();
+                        let out = policies(&p.state, &p.reads, std::hint::black_box(&p.decided), &q.user);
+                        let elapsed = start.elapsed();
+                        std::hint::black_box(out);
+                        elapsed
+                    })
+                }),
+            ));
+            cases.push((
+                format!("{} | rewrite: apply to the plan", q.name),
+                Box::new(move || {
+                    Box::pin(async move {
+                        let (_, lp) = plan(planning, q.sql).await;
+                        let policies = policies(&p.state, &p.reads, &p.decided, &q.user);
+                        let start = Instant::now();
+                        let out = apply(std::hint::black_box(lp), &policies, CATALOG, SCHEMA, true).expect("rewrite");
+                        let elapsed = start.elapsed();
+                        std::hint::black_box(out);
+                        elapsed
+                    })
+                }),
+            ));
+            cases.push((
+                format!("{} | rewrite: unparse to SQL", q.name),
+                Box::new(move || {
+                    Box::pin(async move {
+                        let (_, lp) = plan(planning, q.sql).await;
+                        let policies = policies(&p.state, &p.reads, &p.decided, &q.user);
+                        let rewritten = apply(lp, &policies, CATALOG, SCHEMA, true).expect("rewrite");
+                        let start = Instant::now();
+                        let out = to_sql(std::hint::black_box(&rewritten)).expect("unparses");
+                        let elapsed = start.elapsed();
+                        std::hint::black_box(out);
+                        elapsed
+                    })
+                }),
+            ));
+            cases.push((
+                format!("{} | rewrite (all three)", q.name),
                 Box::new(move || {
                     Box::pin(async move {
                         let (_, lp) = plan(planning, q.sql).await;
@@ -360,6 +420,9 @@ fn main() {
         }
     }
 
+    if let Some(only) = &args.only {
+        cases.retain(|(name, _)| name.contains(only.as_str()));
+    }
     // Warm-up, then interleave the cases in blocks so drift affects them alike.
     for (_, f) in cases.iter_mut() {
         for _ in 0..(args.iters / 10).max(1) {

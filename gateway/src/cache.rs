@@ -141,6 +141,30 @@ pub struct CacheTicket {
     /// With `max-age`: serve only entries younger than this.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_age_secs: Option<u64>,
+    /// For a prepared statement: the worker handle (SQL and bound parameters), to plan it
+    /// again should the entry be evicted before DoGet.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "opt_b64")]
+    pub prepared: Option<Vec<u8>>,
+}
+
+mod opt_b64 {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(bytes) => s.serialize_some(&STANDARD.encode(bytes)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
+        match Option::<String>::deserialize(d)? {
+            Some(text) => STANDARD.decode(text).map(Some).map_err(serde::de::Error::custom),
+            None => Ok(None),
+        }
+    }
 }
 
 /// One stored frame.
@@ -362,16 +386,20 @@ impl ResultCache {
             };
             // Dropping the worker stream here ends the query (cancelled if unfinished).
             drop(stream);
-            let stored = outcome.is_ok() && fill.storable();
-            fill.finish(outcome);
-            cache.fills.lock().retain(|_, f| !Arc::ptr_eq(f, &fill));
-            if stored && let Some(entry) = fill.entry(cache.config.compression) {
+            // Stored before any caller sees the end of the stream: a caller that asks again
+            // right after its stream ended finds the entry.
+            if outcome.is_ok()
+                && fill.storable()
+                && let Some(entry) = fill.entry(cache.config.compression)
+            {
                 let digest = entry.key.digest();
                 cache.entries.insert(digest, Arc::new(entry));
                 // Apply the size bound now, not at some later maintenance.
                 cache.entries.run_pending_tasks();
                 cache.metrics.cache_held(cache.entries.weighted_size(), cache.entries.entry_count());
             }
+            fill.finish(outcome);
+            cache.fills.lock().retain(|_, f| !Arc::ptr_eq(f, &fill));
         });
     }
 

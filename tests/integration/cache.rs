@@ -371,3 +371,38 @@ async fn admin_api_evicts_by_table_catalog_or_all_and_metrics_count() {
     }
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn prepared_statements_are_cached_per_bound_parameters() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (gw, mut direct, engine, _p) = start(dir.path(), CacheConfig::default(), serde_json::json!({})).await;
+    let mut erin = client_as(gw.flight_addr, "erin", "erin-secret").await;
+    let mut stmt = erin
+        .prepare("SELECT n_name FROM nation WHERE n_regionkey = ? ORDER BY n_name".into(), None)
+        .await
+        .expect("prepare");
+    let bind = |v: i64| {
+        datafusion::arrow::array::RecordBatch::try_from_iter(vec![(
+            "p",
+            std::sync::Arc::new(datafusion::arrow::array::Int64Array::from(vec![v])) as _,
+        )])
+        .expect("params")
+    };
+    let mut truth = std::collections::BTreeMap::new();
+    for region in [1, 2] {
+        let sql = format!("SELECT n_name FROM nation WHERE n_regionkey = {region} ORDER BY n_name");
+        truth.insert(region, pretty(&direct.query(&sql).await));
+    }
+    let before = executions(engine).await;
+    let mut answers = Vec::new();
+    for (region, executed) in [(1, 1), (1, 1), (2, 2), (2, 2), (1, 2)] {
+        stmt.set_parameters(bind(region)).expect("bind");
+        let info = stmt.execute().await.expect("execute");
+        let rows = fetch(&mut erin, info).await;
+        assert_eq!(pretty(&rows), truth[&region], "region {region}");
+        assert_eq!(executions(engine).await, before + executed, "region {region}");
+        answers.push(pretty(&rows));
+    }
+    assert_ne!(answers[0], answers[2]);
+    gw.shutdown().await;
+}

@@ -10,10 +10,9 @@ on /metrics, `"worker": "cache"` in /v1/query, and the `x-quiver-cache` response
 pyarrow.flight client middleware).
 
 ADBC: the DB-API `cursor.execute` always prepares the statement (CreatePreparedStatement, then
-the prepared-statement query), and the gateway never caches prepared statements. The tests of
-the cache itself therefore run plain Flight SQL statement queries (CommandStatementQuery) with
-ADBC's own statement API (`set_sql_query` + `execute_query`, no `prepare`); the DB-API path is
-tested separately at the end.
+the prepared-statement query); the gateway caches prepared statements per bound parameters. Most
+tests run plain Flight SQL statement queries (CommandStatementQuery) with ADBC's own statement
+API (`set_sql_query` + `execute_query`, no `prepare`); the DB-API path is tested at the end.
 """
 
 from __future__ import annotations

@@ -15,13 +15,15 @@ use bytes::Bytes;
 use prost::Message;
 use tonic::Request;
 
-use super::statements::Planned;
+use super::statements::{CachePlan, Planned};
 use super::statements::{forwardable, put_update};
 use super::{GatewayService, with_defaults};
 use crate::auth_layer::CallContext;
+use crate::cache::CacheStatus;
 use crate::error::{GatewayError, Result};
 use crate::pool::{Pool, Worker};
 use crate::tickets::{PreparedPolicy, Sealed, new_id};
+use sha2::{Digest, Sha256};
 
 /// An opened prepared-statement handle.
 pub(crate) struct Prepared {
@@ -71,7 +73,7 @@ impl GatewayService {
     ) -> Result<ActionCreatePreparedStatementResult> {
         let (analysis, pool) = self.admit(ctx, &query.query, catalog, schema).await?;
         let effective = self.enforce(ctx, &pool, &query.query, catalog, schema).await?;
-        let policy = self.enforcement.enabled.then(|| PreparedPolicy {
+        let policy = (self.enforcement.enabled || self.enforcement.plan_always).then(|| PreparedPolicy {
             sql: query.query.clone(),
             catalog: catalog.to_string(),
             schema: schema.to_string(),
@@ -135,15 +137,41 @@ impl GatewayService {
         Ok(DoPutPreparedStatementResult { prepared_statement_handle: Some(sealed) })
     }
 
-    /// GetFlightInfo(CommandPreparedStatementQuery): plan with the bound parameters.
+    /// GetFlightInfo(CommandPreparedStatementQuery): served from the result cache (the key
+    /// includes the bound parameters), or planned on a worker with the bound parameters.
     pub(crate) async fn prepared_info(
         &self,
         ctx: &CallContext,
         cmd: CommandPreparedStatementQuery,
         descriptor: FlightDescriptor,
-    ) -> Result<FlightInfo> {
+    ) -> Result<(FlightInfo, CacheStatus)> {
         let prepared = self.open_prepared(ctx, &cmd.prepared_statement_handle)?;
-        self.recheck(ctx, &prepared).await?;
+        let effective = self.recheck(ctx, &prepared).await?;
+        let kind = if prepared.update { "INSERT" } else { "SELECT" };
+        let sql = prepared.policy.as_ref().map(|p| p.sql.as_str()).unwrap_or("");
+        let cache_plan = match (&effective, &prepared.policy) {
+            (Some(effective), Some(policy)) if !prepared.update => {
+                // The worker handle carries the bound parameters: they are part of the key.
+                let mut keyed = effective.clone();
+                let params: String =
+                    Sha256::digest(&prepared.handle).iter().take(16).map(|b| format!("{b:02x}")).collect();
+                keyed.sql = format!("{}\n-- quiver prepared statement, parameters {params}", effective.sql);
+                self.cache_plan(ctx, &keyed, &prepared.pool.name, &policy.catalog, &policy.schema)?
+            }
+            _ => CachePlan::Bypass,
+        };
+        let (cache, status) = match cache_plan {
+            CachePlan::Hit(entry, mut ticket) => {
+                ticket.prepared = Some(prepared.handle.clone());
+                let info = self.cached_info(ctx, &prepared.pool.name, kind, sql, &entry, ticket, descriptor)?;
+                return Ok((info, CacheStatus::Hit));
+            }
+            CachePlan::Miss(mut ticket) => {
+                ticket.prepared = Some(prepared.handle.clone());
+                (Some(ticket), CacheStatus::Miss)
+            }
+            CachePlan::Bypass => (None, CacheStatus::Bypass),
+        };
         let worker = prepared.pool.pick()?;
         let _inflight = worker.begin();
         let worker_cmd = CommandPreparedStatementQuery { prepared_statement_handle: prepared.handle.clone().into() };
@@ -154,17 +182,16 @@ impl GatewayService {
             .await
             .map_err(|s| worker.error(s))?
             .into_inner();
-        let kind = if prepared.update { "INSERT" } else { "SELECT" };
         let planned = Planned {
             user: &ctx.identity.user,
             pool: &prepared.pool.name,
             write: prepared.update,
             kind,
-            sql: "",
-            cache: None,
+            sql,
+            cache,
             writes: vec![],
         };
-        Ok(self.seal_info(&planned, info, descriptor))
+        Ok((self.seal_info(&planned, info, descriptor), status))
     }
 
     /// DoPut(CommandPreparedStatementUpdate): run with the parameters sent or bound.
@@ -201,26 +228,26 @@ impl GatewayService {
     /// Prepared statements are authorized again at execution: the policy may have changed.
     /// Under an access policy the statement is checked in full again, and if its effective
     /// form (row filters, masks) is no longer what the worker prepared, it must be prepared
-    /// again.
-    async fn recheck(&self, ctx: &CallContext, prepared: &Prepared) -> Result<()> {
+    /// again. Returns the statement as planned now, when the gateway plans statements.
+    async fn recheck(&self, ctx: &CallContext, prepared: &Prepared) -> Result<Option<crate::authz::Effective>> {
         self.authorizer
             .check(&ctx.identity, quiver_policies::Operation::ExecuteQuery, &quiver_policies::Resource::None)
             .await?;
-        if !self.enforcement.enabled {
-            return Ok(());
-        }
         let Some(policy) = &prepared.policy else {
-            return Err(GatewayError::FailedPrecondition(
-                "this statement was prepared before the access policy was in force; prepare it again".into(),
-            ));
+            if self.enforcement.enabled {
+                return Err(GatewayError::FailedPrecondition(
+                    "this statement was prepared before the access policy was in force; prepare it again".into(),
+                ));
+            }
+            return Ok(None);
         };
         let effective = self.enforce(ctx, &prepared.pool, &policy.sql, &policy.catalog, &policy.schema).await?;
-        if effective.digest() != policy.digest {
+        if self.enforcement.enabled && effective.digest() != policy.digest {
             return Err(GatewayError::FailedPrecondition(
                 "the row filters or column masks for this statement changed since it was prepared; prepare it again"
                     .into(),
             ));
         }
-        Ok(())
+        Ok(Some(effective))
     }
 }

@@ -79,7 +79,8 @@ impl FlightSqlService for GatewayService {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let ctx = caller(&request)?;
-        Ok(Response::new(self.prepared_info(&ctx, cmd, request.into_inner()).await?))
+        let (info, status) = self.prepared_info(&ctx, cmd, request.into_inner()).await?;
+        Ok(with_cache_status(Response::new(info), status))
     }
 
     async fn get_flight_info_catalogs(

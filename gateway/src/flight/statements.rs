@@ -3,7 +3,9 @@
 use std::sync::Arc;
 
 use arrow_flight::sql::server::PeekableFlightDataStream;
-use arrow_flight::sql::{CommandStatementQuery, DoPutUpdateResult, ProstMessageExt, TicketStatementQuery};
+use arrow_flight::sql::{
+    CommandPreparedStatementQuery, CommandStatementQuery, DoPutUpdateResult, ProstMessageExt, TicketStatementQuery,
+};
 use arrow_flight::{FlightData, FlightDescriptor, FlightInfo, Ticket};
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
@@ -25,7 +27,7 @@ use crate::routing::RouteRequest;
 use crate::tickets::{Sealed, new_id};
 
 /// The cache's part in a statement's GetFlightInfo.
-enum CachePlan {
+pub(crate) enum CachePlan {
     /// Not eligible, or the cache is off.
     Bypass,
     /// Stored: answer from it.
@@ -192,7 +194,7 @@ impl GatewayService {
     /// Whether and how the cache serves this statement. A statement is eligible when it was
     /// planned as a query, is deterministic, and reads no volatile catalog and no
     /// `information_schema`.
-    fn cache_plan(
+    pub(crate) fn cache_plan(
         &self,
         ctx: &CallContext,
         effective: &crate::authz::Effective,
@@ -240,6 +242,7 @@ impl GatewayService {
             ttl_secs: cache.ttl_for(&catalogs).as_secs(),
             read: control != Control::NoCache,
             max_age_secs: max_age.map(|a| a.as_secs()),
+            prepared: None,
         };
         let found = if ticket.read { cache.lookup(&ticket.key, max_age) } else { None };
         match (found, control) {
@@ -270,7 +273,7 @@ impl GatewayService {
     /// A FlightInfo answered from a stored result: its schema, its row count, and a ticket
     /// that streams it (or runs the statement, should it be evicted before DoGet).
     #[allow(clippy::too_many_arguments)]
-    fn cached_info(
+    pub(crate) fn cached_info(
         &self,
         ctx: &CallContext,
         pool: &str,
@@ -319,7 +322,7 @@ impl GatewayService {
     ) -> Result<(FlightDataStream, CacheStatus)> {
         let Some(cache) = self.cache.clone() else {
             // A replica without a cache: run it.
-            let ticket = self.worker_ticket(pool, &cache_ticket.key, ticket).await?;
+            let ticket = self.worker_ticket(pool, &cache_ticket.key, cache_ticket.prepared.clone(), ticket).await?;
             let stream = self.redeem_query(ctx, client, id, pool, ticket, false, kind, vec![]).await?;
             return Ok((stream, CacheStatus::Bypass));
         };
@@ -333,10 +336,11 @@ impl GatewayService {
                 Ok((stream, CacheStatus::Hit))
             }
             Joined::Lead(fill) => {
-                let started = match self.worker_ticket(pool, &cache_ticket.key, ticket).await {
-                    Ok(ticket) => self.redeem_query(ctx, client, id, pool, ticket, false, kind, vec![]).await,
-                    Err(e) => Err(e),
-                };
+                let started =
+                    match self.worker_ticket(pool, &cache_ticket.key, cache_ticket.prepared.clone(), ticket).await {
+                        Ok(ticket) => self.redeem_query(ctx, client, id, pool, ticket, false, kind, vec![]).await,
+                        Err(e) => Err(e),
+                    };
                 match started {
                     Ok(stream) => {
                         let reader = fill.reader();
@@ -359,13 +363,24 @@ impl GatewayService {
 
     /// The worker ticket of a cache ticket: the one planned at GetFlightInfo, or (for a
     /// result evicted since it was found in the cache) a fresh plan of the effective SQL.
-    async fn worker_ticket(&self, pool: &str, key: &CacheKey, ticket: Vec<u8>) -> Result<Vec<u8>> {
+    async fn worker_ticket(
+        &self,
+        pool: &str,
+        key: &CacheKey,
+        prepared: Option<Vec<u8>>,
+        ticket: Vec<u8>,
+    ) -> Result<Vec<u8>> {
         if !ticket.is_empty() {
             return Ok(ticket);
         }
         let pool = self.router.pool(pool)?;
-        let command = CommandStatementQuery { query: key.sql.clone(), transaction_id: None };
-        let descriptor = FlightDescriptor::new_cmd(command.as_any().encode_to_vec());
+        let command = match prepared {
+            Some(handle) => {
+                CommandPreparedStatementQuery { prepared_statement_handle: handle.into() }.as_any().encode_to_vec()
+            }
+            None => CommandStatementQuery { query: key.sql.clone(), transaction_id: None }.as_any().encode_to_vec(),
+        };
+        let descriptor = FlightDescriptor::new_cmd(command);
         let (info, _) = pool
             .call_idempotent(|worker| {
                 let request = with_defaults(Request::new(descriptor.clone()), &key.catalog, &key.schema);
