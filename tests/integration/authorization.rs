@@ -11,8 +11,6 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use arrow_flight::Ticket;
-use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::flight_service_client::FlightServiceClient;
 use arrow_flight::sql::client::FlightSqlServiceClient;
 use arrow_flight::sql::{CommandGetTables, CommandStatementQuery, ProstMessageExt};
@@ -170,14 +168,7 @@ impl User {
             let request = self.request(endpoint.ticket.unwrap_or_default());
             let response = self.raw.do_get(request).await?;
             served = cache_status(response.metadata());
-            let stream = response.into_inner();
-            let decoded =
-                FlightRecordBatchStream::new_from_flight_data(stream.map_err(arrow_flight::error::FlightError::from));
-            let mut batches: Vec<RecordBatch> = decoded.try_collect().await.map_err(|e| match e {
-                arrow_flight::error::FlightError::Tonic(s) => *s,
-                other => tonic::Status::internal(other.to_string()),
-            })?;
-            out.append(&mut batches);
+            out.append(&mut decode(response.into_inner()).await?);
         }
         Ok((out, planned, served))
     }
@@ -192,13 +183,7 @@ impl User {
         for endpoint in info.endpoint {
             let request = self.request(endpoint.ticket.unwrap_or_default());
             let stream = self.raw.do_get(request).await?.into_inner();
-            let decoded =
-                FlightRecordBatchStream::new_from_flight_data(stream.map_err(arrow_flight::error::FlightError::from));
-            let mut batches: Vec<RecordBatch> = decoded.try_collect().await.map_err(|e| match e {
-                arrow_flight::error::FlightError::Tonic(s) => *s,
-                other => tonic::Status::internal(other.to_string()),
-            })?;
-            out.append(&mut batches);
+            out.append(&mut decode(stream).await?);
         }
         Ok(out)
     }
@@ -239,10 +224,6 @@ impl User {
         };
         let info = self.info(FlightDescriptor::new_cmd(cmd.as_any().encode_to_vec())).await.expect("tables info");
         self.fetch(info).await.expect("tables")
-    }
-
-    fn ticket(&self, t: Ticket) -> tonic::Request<Ticket> {
-        self.request(t)
     }
 }
 
@@ -570,17 +551,6 @@ async fn prepared_statements_are_filtered_and_checked_again_at_execution() {
     let err = alice.prepare("SELECT c_acctbal FROM customer".into(), None).await.expect_err("denied");
     assert!(err.to_string().contains("c_acctbal"), "{err}");
     gw.shutdown().await;
-}
-
-/// Unused in some builds; keeps the ticket helper honest.
-#[allow(dead_code)]
-fn _ticket(u: &User, t: Ticket) -> tonic::Request<Ticket> {
-    u.ticket(t)
-}
-
-#[allow(dead_code)]
-fn _wait() -> Duration {
-    Duration::from_millis(1)
 }
 
 // ---------------------------------------------------------------- a policy driven by data.json

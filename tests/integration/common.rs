@@ -144,15 +144,18 @@ pub async fn raw_query(raw: &mut FlightServiceClient<Channel>, sql: &str) -> Res
     let mut out = Vec::new();
     for endpoint in info.endpoint {
         let stream = raw.do_get(endpoint.ticket.unwrap_or_default()).await?.into_inner();
-        let decoded =
-            FlightRecordBatchStream::new_from_flight_data(stream.map_err(arrow_flight::error::FlightError::from));
-        let mut batches: Vec<RecordBatch> = decoded.try_collect().await.map_err(|e| match e {
-            arrow_flight::error::FlightError::Tonic(s) => *s,
-            other => tonic::Status::internal(other.to_string()),
-        })?;
-        out.append(&mut batches);
+        out.append(&mut decode(stream).await?);
     }
     Ok(out)
+}
+
+/// The batches of a DoGet stream; a failure mid-stream is its status.
+pub async fn decode(stream: tonic::Streaming<arrow_flight::FlightData>) -> Result<Vec<RecordBatch>, tonic::Status> {
+    let decoded = FlightRecordBatchStream::new_from_flight_data(stream.map_err(arrow_flight::error::FlightError::from));
+    decoded.try_collect().await.map_err(|e| match e {
+        arrow_flight::error::FlightError::Tonic(s) => *s,
+        other => tonic::Status::internal(other.to_string()),
+    })
 }
 
 /// The value at (`column`, `row`) as text, whatever the string type (Utf8, Utf8View, ...).
