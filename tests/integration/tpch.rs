@@ -3,7 +3,7 @@
 
 use crate::common::*;
 
-fn queries() -> Vec<(String, String)> {
+pub fn queries() -> Vec<(String, String)> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tpch-queries");
     (1..=22)
         .map(|i| {
