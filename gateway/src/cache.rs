@@ -386,19 +386,24 @@ impl ResultCache {
             };
             // Dropping the worker stream here ends the query (cancelled if unfinished).
             drop(stream);
-            // Stored before any caller sees the end of the stream: a caller that asks again
-            // right after its stream ended finds the entry.
-            if outcome.is_ok()
-                && fill.storable()
-                && let Some(entry) = fill.entry(cache.config.compression)
-            {
+            // Uncompressed, the entry is stored before any caller sees the end of the stream
+            // (a caller asking again right away finds it); compressing takes longer, so then
+            // the callers are released first.
+            let store = outcome.is_ok() && fill.storable();
+            let compressed = cache.config.compression != CacheCompression::None;
+            if compressed {
+                fill.finish(outcome.clone());
+            }
+            if store && let Some(entry) = fill.entry(cache.config.compression) {
                 let digest = entry.key.digest();
                 cache.entries.insert(digest, Arc::new(entry));
                 // Apply the size bound now, not at some later maintenance.
                 cache.entries.run_pending_tasks();
                 cache.metrics.cache_held(cache.entries.weighted_size(), cache.entries.entry_count());
             }
-            fill.finish(outcome);
+            if !compressed {
+                fill.finish(outcome);
+            }
             cache.fills.lock().retain(|_, f| !Arc::ptr_eq(f, &fill));
         });
     }
@@ -409,7 +414,7 @@ impl ResultCache {
         self.fills.lock().retain(|_, f| !Arc::ptr_eq(f, fill));
     }
 
-    /// Streams a stored entry.
+    /// Streams a stored entry, decompressing frame by frame as the caller reads.
     pub fn stream(entry: Arc<Entry>) -> FlightDataStream {
         let frames = (0..entry.frames.len()).map(move |i| {
             let f = &entry.frames[i];
@@ -426,7 +431,7 @@ impl ResultCache {
                 data_body: body,
             })
         });
-        Box::pin(futures::stream::iter(frames.collect::<Vec<_>>()))
+        Box::pin(futures::stream::iter(frames))
     }
 
     /// Evicts entries reading any of `tables` and bumps their catalogs' versions. Returns the
@@ -576,13 +581,16 @@ impl Fill {
     }
 
     fn entry(&self, compression: CacheCompression) -> Option<Entry> {
-        let s = self.state.lock();
-        if s.base != 0 {
-            return None;
-        }
+        // A snapshot (the frames' bytes are shared, not copied), compressed outside the lock.
+        let (frames, arrow_bytes, rows) = {
+            let s = self.state.lock();
+            if s.base != 0 {
+                return None;
+            }
+            (s.frames.iter().cloned().collect::<Vec<_>>(), s.bytes, s.rows)
+        };
         let mut stored_bytes = 0;
-        let frames: Vec<StoredFrame> = s
-            .frames
+        let frames: Vec<StoredFrame> = frames
             .iter()
             .map(|f| {
                 let (body, raw_len) = match compression {
@@ -603,8 +611,8 @@ impl Fill {
             key: self.key.clone(),
             frames,
             stored_bytes,
-            arrow_bytes: s.bytes,
-            rows: s.rows,
+            arrow_bytes,
+            rows,
             created: Instant::now(),
             ttl: Duration::from_secs(self.ticket.ttl_secs),
             tables: self.ticket.tables.iter().cloned().collect(),

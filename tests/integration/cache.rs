@@ -406,3 +406,38 @@ async fn prepared_statements_are_cached_per_bound_parameters() {
     assert_ne!(answers[0], answers[2]);
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn zstd_compressed_entries_replay_exactly_and_take_less_room() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cache = CacheConfig { compression: quiver_gateway::config::CacheCompression::Zstd, ..CacheConfig::default() };
+    let (mut cfg, _p) = cached(dir.path(), cache, serde_json::json!({}));
+    cfg.admin.users = vec!["erin".into()];
+    let gw = gateway(cfg).await;
+    let mut direct = Direct::new(gw.engine_addr.expect("engine")).await;
+    let mut erin = User::login(gw.flight_addr, "erin").await;
+    let sql = "SELECT c_custkey, c_name, c_address, c_comment FROM customer ORDER BY 1";
+    let truth = pretty(&direct.query(sql).await);
+    let (rows, status, _) = erin.run_with(sql, &[]).await.expect("miss");
+    assert_eq!((pretty(&rows), status.as_str()), (truth.clone(), "MISS"));
+    // Compressed entries are stored after the callers are released: wait for it.
+    let auth = basic_auth("erin", "erin-secret");
+    let mut state = serde_json::Value::Null;
+    for _ in 0..50 {
+        state = json_body(&http_get(gw.http_addr, "/v1/cache", &[("authorization", &auth)]).await);
+        if state["entries"] == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(state["entries"], 1, "{state}");
+    let streamed: usize = rows
+        .iter()
+        .flat_map(|b| b.columns().iter().map(|c| c.to_data().get_slice_memory_size().unwrap_or(0)))
+        .sum();
+    let stored = state["bytes"].as_u64().expect("bytes") as usize;
+    assert!(stored < streamed, "zstd stored {stored} bytes for {streamed} bytes of Arrow data");
+    let (rows, status, _) = erin.run_with(sql, &[]).await.expect("hit");
+    assert_eq!((pretty(&rows), status.as_str()), (truth, "HIT"));
+    gw.shutdown().await;
+}
