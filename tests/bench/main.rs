@@ -5,6 +5,9 @@
 //!
 //! (a) streaming throughput of a large result, direct vs through the gateway;
 //! (b) p50/p99 latency of `SELECT 1`, direct vs through the gateway.
+//!
+//! With `--authz`, instead: the latency authorization adds to a query end to end (see
+//! `authz.rs`).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -21,6 +24,8 @@ use quiver_engine::config::{CatalogConfig, EngineConfig};
 use quiver_gateway::config::QuiverConfig;
 use tonic::transport::Channel;
 
+mod authz;
+
 #[derive(Parser)]
 struct Args {
     /// Rows streamed in the throughput test.
@@ -32,6 +37,10 @@ struct Args {
     /// `SELECT 1` calls per side in the latency test.
     #[arg(long, default_value_t = 2000)]
     latency_iters: usize,
+    /// Measure authorization end to end (gateways without and with the example policy)
+    /// instead; `--latency-iters` queries per case.
+    #[arg(long)]
+    authz: bool,
 }
 
 async fn connect(addr: SocketAddr) -> anyhow::Result<FlightServiceClient<Channel>> {
@@ -46,12 +55,31 @@ async fn connect(addr: SocketAddr) -> anyhow::Result<FlightServiceClient<Channel
 
 /// Runs `sql`; returns (rows, wire bytes of FlightData received).
 async fn run(client: &mut FlightServiceClient<Channel>, sql: &str) -> anyhow::Result<(u64, u64)> {
+    run_as(client, None, sql).await
+}
+
+/// A request carrying the session token `token` (`authorization: Bearer ...`), if any.
+fn request<T>(body: T, token: Option<&str>) -> anyhow::Result<tonic::Request<T>> {
+    let mut r = tonic::Request::new(body);
+    if let Some(token) = token {
+        r.metadata_mut().insert("authorization", format!("Bearer {token}").parse()?);
+    }
+    Ok(r)
+}
+
+/// [`run`] as the holder of a session token.
+async fn run_as(
+    client: &mut FlightServiceClient<Channel>,
+    token: Option<&str>,
+    sql: &str,
+) -> anyhow::Result<(u64, u64)> {
     let cmd = CommandStatementQuery { query: sql.into(), transaction_id: None };
-    let info = client.get_flight_info(FlightDescriptor::new_cmd(cmd.as_any().encode_to_vec())).await?.into_inner();
+    let descriptor = FlightDescriptor::new_cmd(cmd.as_any().encode_to_vec());
+    let info = client.get_flight_info(request(descriptor, token)?).await?.into_inner();
     let mut rows = 0u64;
     let bytes = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     for endpoint in info.endpoint {
-        let stream = client.do_get(endpoint.ticket.unwrap_or_default()).await?.into_inner();
+        let stream = client.do_get(request(endpoint.ticket.unwrap_or_default(), token)?).await?.into_inner();
         let counter = bytes.clone();
         let counted = stream.inspect(move |frame| {
             if let Ok(f) = frame {
@@ -76,6 +104,9 @@ fn median(mut v: Vec<f64>) -> f64 {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if args.authz {
+        return authz::run(args.latency_iters).await;
+    }
     let mut cfg = QuiverConfig::embedded_default(0.01);
     cfg.server.flight_addr = "127.0.0.1:0".into();
     cfg.server.http_addr = "127.0.0.1:0".into();
