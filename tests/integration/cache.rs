@@ -431,10 +431,8 @@ async fn zstd_compressed_entries_replay_exactly_and_take_less_room() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(state["entries"], 1, "{state}");
-    let streamed: usize = rows
-        .iter()
-        .flat_map(|b| b.columns().iter().map(|c| c.to_data().get_slice_memory_size().unwrap_or(0)))
-        .sum();
+    let streamed: usize =
+        rows.iter().flat_map(|b| b.columns().iter().map(|c| c.to_data().get_slice_memory_size().unwrap_or(0))).sum();
     let stored = state["bytes"].as_u64().expect("bytes") as usize;
     assert!(stored < streamed, "zstd stored {stored} bytes for {streamed} bytes of Arrow data");
     let (rows, status, _) = erin.run_with(sql, &[]).await.expect("hit");
