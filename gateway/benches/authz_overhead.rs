@@ -27,9 +27,8 @@ use std::time::{Duration, Instant};
 use datafusion::common::DFSchema;
 use datafusion::execution::session_state::SessionState;
 use datafusion::logical_expr::LogicalPlan;
-use datafusion::sql::sqlparser::keywords::ALL_KEYWORDS;
 use datafusion::sql::unparser::Unparser;
-use datafusion::sql::unparser::dialect::Dialect;
+use datafusion::sql::unparser::dialect::DefaultDialect;
 use futures::future::LocalBoxFuture;
 use hdrhistogram::Histogram;
 use quiver_auth::Identity;
@@ -209,22 +208,6 @@ fn rewrite(
     Some(to_sql(&rewritten).expect("unparses"))
 }
 
-/// DataFusion's default unparser dialect with its identifier rule written without a regex
-/// (`DefaultDialect::identifier_quote_style` compiles one per identifier). Not what the
-/// gateway runs: a candidate fix, measured next to `to_sql`.
-struct NoRegexDialect;
-
-impl Dialect for NoRegexDialect {
-    fn identifier_quote_style(&self, identifier: &str) -> Option<char> {
-        let mut chars = identifier.chars();
-        let plain = chars.next().is_some_and(|c| c.is_ascii_lowercase() || c == '_')
-            && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-        let upper = identifier.to_ascii_uppercase();
-        let keyword = upper != "ID" && ALL_KEYWORDS.binary_search(&upper.as_str()).is_ok();
-        (keyword || !plain).then_some('"')
-    }
-}
-
 /// Everything `enforce` does for a query, end to end.
 async fn total(
     planning: &Planning,
@@ -321,12 +304,13 @@ fn main() {
         eprintln!("  effective: {}", sql.as_deref().unwrap_or("(unchanged)"));
         if q.user.user == "alice" {
             let sql = sql.as_deref().unwrap_or_default();
-            // The candidate dialect writes the same SQL.
+            // DataFusion's default dialect (regex per identifier) writes the same SQL as the
+            // gateway's `to_sql`.
             let (_, lp) = rt.block_on(plan(&planning, q.sql));
             let rewritten =
                 apply(lp, &policies(&state, &reads, &decided, &q.user), CATALOG, SCHEMA, true).expect("rewrite");
-            let candidate = Unparser::new(&NoRegexDialect).plan_to_sql(&rewritten).expect("unparses").to_string();
-            assert_eq!(candidate, sql, "the candidate dialect must write the same SQL");
+            let default = Unparser::new(&DefaultDialect {}).plan_to_sql(&rewritten).expect("unparses").to_string();
+            assert_eq!(default, sql, "the default dialect must write the same SQL");
             assert!(sql.contains("quiver_policy_filter") && sql.contains("XX-XXX-XXX-"), "{sql}");
         }
         prepared.push(Prepared { admit_catalogs, state, reads, rewrites: sql.is_some(), decided });
@@ -419,14 +403,14 @@ fn main() {
                 }),
             ));
             cases.push((
-                format!("{} | (candidate) unparse, quoting without a regex", q.name),
+                format!("{} | (for comparison) unparse with DataFusion's DefaultDialect", q.name),
                 Box::new(move || {
                     Box::pin(async move {
                         let (_, lp) = plan(planning, q.sql).await;
                         let policies = policies(&p.state, &p.reads, &p.decided, &q.user);
                         let rewritten = apply(lp, &policies, CATALOG, SCHEMA, true).expect("rewrite");
                         let start = Instant::now();
-                        let out = Unparser::new(&NoRegexDialect)
+                        let out = Unparser::new(&DefaultDialect {})
                             .plan_to_sql(std::hint::black_box(&rewritten))
                             .expect("unparses")
                             .to_string();
