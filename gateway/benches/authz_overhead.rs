@@ -8,9 +8,10 @@
 //! in-process engine at SF 0.01) with the example policies (conf/policies, embedded Rego):
 //! - `plan`: clone the pool's planning session, set the defaults, SQL -> LogicalPlan;
 //! - `tables_read`: the tables and exact columns the plan reads (projection pruning);
-//! - `decisions`: ExecuteQuery and AccessCatalog (admit), then per table AccessCatalog (once
-//!   per catalog), SelectFromColumns with the columns read, row filters and the column masks
-//!   of the columns read; uncached, behind the decision cache, and uncached with the audit log
+//! - `decisions`: ExecuteQuery and AccessCatalog (admit), then per table AccessCatalog (for a
+//!   catalog not checked at admission), SelectFromColumns with the columns read, row filters
+//!   and the column masks of the columns read; uncached (interpreter, the default), uncached on
+//!   the Rego VM (`engine = "vm"`), behind the decision cache, and uncached with the audit log
 //!   on (every decision is an `info` event; written to a sink here);
 //! - `rewrite`: plan the filter and mask expressions, rewrite the plan, unparse it to SQL
 //!   (only where a filter or mask applies);
@@ -38,7 +39,7 @@ use quiver_gateway::authz::rewrite::{
     TablePolicy, TableRead, apply, deterministic, plan_expression, tables_read, to_sql, trino_type,
 };
 use quiver_gateway::pool::{PoolCatalog, TableInfo};
-use quiver_policies::opa::{OpaAuthorizer, OpaConfig};
+use quiver_policies::opa::{OpaAuthorizer, OpaConfig, RegoEngine};
 use quiver_policies::{Authorizer, ColumnInfo, ColumnMask, Operation, PolicyError, Resource, RowFilter, TableRef};
 
 const CATALOG: &str = "tpch";
@@ -104,9 +105,12 @@ async fn tpch_catalog() -> PoolCatalog {
     out
 }
 
-fn opa(ttl_ms: u64) -> Arc<dyn Authorizer> {
+fn opa(ttl_ms: u64, engine: RegoEngine) -> Arc<dyn Authorizer> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../conf/policies");
     let mut c = OpaConfig::embedded(dir, "data.trino.allow");
+    if let Some(e) = c.embedded.as_mut() {
+        e.engine = engine;
+    }
     c.batch_policy_uri = Some("data.trino.batch".into());
     c.row_filters_policy_uri = Some("data.trino.rowFilters".into());
     c.batch_column_masking_policy_uri = Some("data.trino.batchColumnMasks".into());
@@ -140,9 +144,10 @@ async fn decisions(
     for c in admit_catalogs {
         authz.check(id, Operation::AccessCatalog, &Resource::Catalog(c.clone())).await?;
     }
-    // GatewayService::policies_for and table_policy
+    // GatewayService::policies_for and table_policy (AccessCatalog only for catalogs not
+    // already checked at admission)
     let mut out = BTreeMap::new();
-    let mut catalogs_checked = BTreeSet::new();
+    let mut catalogs_checked = admit_catalogs.clone();
     for (table, read) in reads {
         if catalogs_checked.insert(table.catalog.clone()) {
             authz.check(id, Operation::AccessCatalog, &Resource::Catalog(table.catalog.clone())).await?;
@@ -240,8 +245,9 @@ fn main() {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let catalog = rt.block_on(tpch_catalog());
     let planning = rt.block_on(planning_state(&catalog));
-    let uncached = opa(0);
-    let cached = opa(60_000);
+    let uncached = opa(0, RegoEngine::Interpreter);
+    let cached = opa(60_000, RegoEngine::Interpreter);
+    let uncached_vm = opa(0, RegoEngine::Vm);
     // The audit log as the `quiver` binary writes it (fmt, `info`), into a sink.
     let audit_log = Arc::new(
         tracing_subscriber::fmt()
@@ -298,8 +304,9 @@ fn main() {
         let reads_desc: Vec<String> =
             reads.iter().map(|(t, r)| format!("{}({})", t.table, r.columns.join(","))).collect();
         let catalogs: BTreeSet<&str> = reads.keys().map(|t| t.catalog.as_str()).collect();
+        let admit: BTreeSet<&str> = admit_catalogs.iter().map(String::as_str).collect();
         let masked = reads.values().filter(|r| !r.columns.is_empty()).count();
-        let asked = 1 + admit_catalogs.len() + catalogs.len() + 2 * reads.len() + masked;
+        let asked = 1 + admit_catalogs.len() + catalogs.difference(&admit).count() + 2 * reads.len() + masked;
         eprintln!("{}: {asked} decisions; reads {}", q.name, reads_desc.join(" "));
         eprintln!("  effective: {}", sql.as_deref().unwrap_or("(unchanged)"));
         if q.user.user == "alice" {
@@ -319,7 +326,8 @@ fn main() {
     let mut cases: Vec<Case> = Vec::new();
     for (q, p) in queries.iter().zip(&prepared) {
         let planning = &planning;
-        let (uncached, cached, audit_log) = (uncached.as_ref(), cached.as_ref(), &audit_log);
+        let (uncached, cached, uncached_vm, audit_log) =
+            (uncached.as_ref(), cached.as_ref(), uncached_vm.as_ref(), &audit_log);
         cases.push((
             format!("{} | plan", q.name),
             Box::new(move || {
@@ -343,6 +351,7 @@ fn main() {
         ));
         for (label, authz, log) in [
             ("decisions uncached", uncached, false),
+            ("decisions uncached, Rego VM (engine = \"vm\")", uncached_vm, false),
             ("decisions cached", cached, false),
             ("decisions uncached, audit log on", uncached, true),
         ] {
@@ -434,7 +443,9 @@ fn main() {
                 }),
             ));
         }
-        for (label, authz) in [("total uncached", uncached), ("total cached", cached)] {
+        for (label, authz) in
+            [("total uncached", uncached), ("total uncached, Rego VM", uncached_vm), ("total cached", cached)]
+        {
             cases.push((
                 format!("{} | {label}", q.name),
                 Box::new(move || {

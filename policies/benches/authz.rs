@@ -1,5 +1,5 @@
-//! Per-decision cost of the example policies (conf/policies) with embedded Rego, uncached and
-//! behind the decision cache. Run: `cargo bench -p quiver-policies --bench authz`.
+//! Per-decision cost of the example policies (conf/policies) with embedded Rego: the
+//! interpreter uncached, the Rego VM (`engine = "vm"`) uncached, and behind the decision cache. Run: `cargo bench -p quiver-policies --bench authz`.
 //! Prints a markdown table of p50/p99 per decision.
 
 use std::future::Future;
@@ -8,15 +8,18 @@ use std::time::Instant;
 
 use hdrhistogram::Histogram;
 use quiver_auth::Identity;
-use quiver_policies::opa::{OpaAuthorizer, OpaConfig};
+use quiver_policies::opa::{OpaAuthorizer, OpaConfig, RegoEngine};
 use quiver_policies::{Authorizer, ColumnInfo, Operation, Resource, TableRef};
 
 const WARMUP: usize = 200;
 const ITERATIONS: usize = 5_000;
 
-fn config(ttl_ms: u64) -> OpaConfig {
+fn config(ttl_ms: u64, engine: RegoEngine) -> OpaConfig {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../conf/policies");
     let mut c = OpaConfig::embedded(dir, "data.trino.allow");
+    if let Some(e) = c.embedded.as_mut() {
+        e.engine = engine;
+    }
     c.batch_policy_uri = Some("data.trino.batch".into());
     c.row_filters_policy_uri = Some("data.trino.rowFilters".into());
     c.batch_column_masking_policy_uri = Some("data.trino.batchColumnMasks".into());
@@ -62,10 +65,14 @@ fn main() {
         ColumnInfo::new("c_phone", "varchar"),
     ];
 
-    println!("| decision (example policies, embedded Rego) | cache | p50 µs | p99 µs |");
+    println!("| decision (example policies, embedded Rego) | engine, cache | p50 µs | p99 µs |");
     println!("|---|---|---|---|");
-    for (label, ttl) in [("uncached", 0), ("cached", 60_000)] {
-        let opa = OpaAuthorizer::from_config(config(ttl)).expect("example policy loads");
+    for (label, ttl, engine) in [
+        ("interpreter, uncached", 0, RegoEngine::Interpreter),
+        ("VM, uncached", 0, RegoEngine::Vm),
+        ("interpreter, cached", 60_000, RegoEngine::Interpreter),
+    ] {
+        let opa = OpaAuthorizer::from_config(config(ttl, engine)).expect("example policy loads");
         let rows: Vec<(&str, Histogram<u64>)> = vec![
             (
                 "ExecuteQuery",

@@ -139,6 +139,7 @@ impl GatewayService {
         sql: &str,
         catalog: &str,
         schema: &str,
+        catalogs_checked: &BTreeSet<String>,
     ) -> Result<Effective> {
         if !self.enforcement.enabled && !self.enforcement.plan_always {
             return Ok(Effective::unchanged(sql));
@@ -156,7 +157,16 @@ impl GatewayService {
             }
             return Ok(effective);
         }
-        let scope = Scope { ctx, state: &state, catalog, schema, view: &view, planning: &planning, pool: &pool.name };
+        let scope = Scope {
+            ctx,
+            state: &state,
+            catalog,
+            schema,
+            view: &view,
+            planning: &planning,
+            pool: &pool.name,
+            catalogs_checked,
+        };
         match &plan {
             LogicalPlan::Explain(e) => {
                 self.refuse_if_protected(&scope, &e.plan, "EXPLAIN").await?;
@@ -232,7 +242,9 @@ impl GatewayService {
     ) -> Result<BTreeMap<TableRef, TablePolicy>> {
         let id = &scope.ctx.identity;
         let mut out = BTreeMap::new();
-        let mut catalogs_checked = BTreeSet::new();
+        // AccessCatalog for the catalogs the statement names was asked when it was admitted;
+        // catalogs reached only through views are asked here.
+        let mut catalogs_checked = scope.catalogs_checked.clone();
         let mut visible: Option<PoolCatalog> = None;
         for (table, read) in reads {
             if table.schema == "information_schema" {
@@ -420,6 +432,8 @@ struct Scope<'a> {
     view: &'a PoolCatalog,
     planning: &'a Planning,
     pool: &'a str,
+    /// Catalogs whose AccessCatalog was already allowed for this call.
+    catalogs_checked: &'a BTreeSet<String>,
 }
 
 fn as_identity<'a>(id: &'a Identity, other: Option<&'a str>) -> (&'a str, &'a [String]) {

@@ -72,7 +72,7 @@ impl GatewayService {
         schema: &str,
     ) -> Result<ActionCreatePreparedStatementResult> {
         let (analysis, pool) = self.admit(ctx, &query.query, catalog, schema).await?;
-        let effective = self.enforce(ctx, &pool, &query.query, catalog, schema).await?;
+        let effective = self.enforce(ctx, &pool, &query.query, catalog, schema, &analysis.catalogs).await?;
         let policy = (self.enforcement.enabled || self.enforcement.plan_always).then(|| PreparedPolicy {
             sql: query.query.clone(),
             catalog: catalog.to_string(),
@@ -241,7 +241,9 @@ impl GatewayService {
             }
             return Ok(None);
         };
-        let effective = self.enforce(ctx, &prepared.pool, &policy.sql, &policy.catalog, &policy.schema).await?;
+        let effective = self
+            .enforce(ctx, &prepared.pool, &policy.sql, &policy.catalog, &policy.schema, &Default::default())
+            .await?;
         if self.enforcement.enabled && effective.digest() != policy.digest {
             return Err(GatewayError::FailedPrecondition(
                 "the row filters or column masks for this statement changed since it was prepared; prepare it again"

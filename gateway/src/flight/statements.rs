@@ -155,7 +155,7 @@ impl GatewayService {
         descriptor: FlightDescriptor,
     ) -> Result<(FlightInfo, CacheStatus)> {
         let (analysis, pool) = self.admit(ctx, sql, catalog, schema).await?;
-        let effective = self.enforce(ctx, &pool, sql, catalog, schema).await?;
+        let effective = self.enforce(ctx, &pool, sql, catalog, schema, &analysis.catalogs).await?;
         let write = analysis.query_type.is_write();
         let writes: Vec<TableRef> = if write { analysis.tables.iter().cloned().collect() } else { vec![] };
         if write && let Some(cache) = &self.cache {
@@ -570,7 +570,7 @@ impl GatewayService {
         stream: PeekableFlightDataStream,
     ) -> Result<i64> {
         let (analysis, pool) = self.admit(ctx, sql, catalog, schema).await?;
-        let effective = self.enforce(ctx, &pool, sql, catalog, schema).await?;
+        let effective = self.enforce(ctx, &pool, sql, catalog, schema, &analysis.catalogs).await?;
         let command = effective.rewritten.then(|| {
             arrow_flight::sql::CommandStatementUpdate { query: effective.sql.clone(), transaction_id: None }
                 .as_any()

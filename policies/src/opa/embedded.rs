@@ -2,9 +2,15 @@
 //! reloaded when the files change. A policy that fails to load leaves the previous one in use;
 //! the failure is logged and reported by [`DecisionSource::status`].
 //!
-//! A regorus `Engine` needs `&mut` to evaluate, so evaluations take an engine from a small pool
-//! (cloned from the prepared template when the pool is empty) and put it back afterwards.
+//! With `engine = "vm"` each configured entry rule is compiled to bytecode for regorus's Rego VM,
+//! which evaluates the example policies 3-20x faster than the tree-walking interpreter. A rule
+//! the VM compiler cannot take yet (it does not support `with`) is evaluated by the interpreter;
+//! the log says which. The interpreter is the default (see [`RegoEngine`]).
+//!
+//! VMs and interpreter engines need `&mut` to evaluate, so evaluations take one from a small
+//! pool (made from the prepared template when the pool is empty) and put it back afterwards.
 
+use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -12,11 +18,13 @@ use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use parking_lot::{Mutex, RwLock};
+use regorus::languages::rego::compiler::Compiler;
+use regorus::rvm::{Program, RegoVM};
 use regorus::utils::limits::ExecutionTimerConfig;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::config::EmbeddedConfig;
+use super::config::{EmbeddedConfig, RegoEngine};
 use super::source::{DecisionSource, SourceStatus};
 use crate::PolicyError;
 
@@ -26,10 +34,49 @@ const POOL_SIZE: usize = 16;
 /// One file's identity for change detection.
 type Fingerprint = Vec<(PathBuf, Option<SystemTime>, u64)>;
 
+/// The VM's instruction limit per evaluation; the evaluation timer is the real bound.
+const VM_MAX_INSTRUCTIONS: usize = 50_000_000;
+
+/// One entry rule compiled for the Rego VM.
+struct VmRule {
+    program: Arc<Program>,
+    policy: regorus::CompiledPolicy,
+    data: regorus::Value,
+    timer: ExecutionTimerConfig,
+    pool: Mutex<Vec<RegoVM>>,
+}
+
+impl VmRule {
+    fn vm(&self) -> Result<RegoVM, String> {
+        if let Some(vm) = self.pool.lock().pop() {
+            return Ok(vm);
+        }
+        let mut vm = RegoVM::new_with_policy(self.policy.clone());
+        vm.load_program(self.program.clone());
+        vm.set_data(self.data.clone()).map_err(|e| e.to_string())?;
+        vm.set_max_instructions(VM_MAX_INSTRUCTIONS);
+        vm.set_execution_timer_config(Some(self.timer));
+        Ok(vm)
+    }
+
+    fn evaluate(&self, input: regorus::Value) -> Result<regorus::Value, String> {
+        let mut vm = self.vm()?;
+        vm.set_input(input);
+        let result = vm.execute().map_err(|e| e.to_string());
+        let mut pool = self.pool.lock();
+        if pool.len() < POOL_SIZE {
+            pool.push(vm);
+        }
+        result
+    }
+}
+
 /// A loaded, prepared policy.
 struct Loaded {
     template: regorus::Engine,
     pool: Mutex<Vec<regorus::Engine>>,
+    /// Entry rules that run on the VM; the others run in the interpreter.
+    vm: HashMap<String, VmRule>,
     /// SHA-256 of the files (names and contents), shortened: the policy version.
     version: String,
     fingerprint: Fingerprint,
@@ -112,16 +159,11 @@ impl DecisionSource for EmbeddedRego {
     async fn evaluate(&self, path: &str, document: &Value) -> Result<Option<Value>, PolicyError> {
         self.maybe_reload();
         let loaded = self.current.read().clone();
-        let mut engine = loaded.pool.lock().pop().unwrap_or_else(|| loaded.template.clone());
-        let input = document.get("input").cloned().unwrap_or(Value::Null);
-        engine.set_input(regorus::Value::from(input));
-        let result = engine.eval_rule(path.to_owned());
-        {
-            let mut pool = loaded.pool.lock();
-            if pool.len() < POOL_SIZE {
-                pool.push(engine);
-            }
-        }
+        let input = regorus::Value::from(document.get("input").cloned().unwrap_or(Value::Null));
+        let result = match loaded.vm.get(path) {
+            Some(rule) => rule.evaluate(input),
+            None => loaded.interpret(path, input),
+        };
         let value = result.map_err(|e| {
             PolicyError::Unavailable(format!("Rego policy {} failed evaluating {path}: {e}", loaded.version))
         })?;
@@ -144,6 +186,36 @@ impl DecisionSource for EmbeddedRego {
     fn status(&self) -> SourceStatus {
         SourceStatus { backend: self.backend(), version: self.version(), last_error: self.last_error.read().clone() }
     }
+}
+
+impl Loaded {
+    fn interpret(&self, path: &str, input: regorus::Value) -> Result<regorus::Value, String> {
+        let mut engine = self.pool.lock().pop().unwrap_or_else(|| self.template.clone());
+        engine.set_input(input);
+        let result = engine.eval_rule(path.to_owned()).map_err(|e| e.to_string());
+        let mut pool = self.pool.lock();
+        if pool.len() < POOL_SIZE {
+            pool.push(engine);
+        }
+        result
+    }
+}
+
+impl EmbeddedRego {
+    /// The entry rules evaluated by the Rego VM (the others by the interpreter), sorted.
+    pub fn vm_rules(&self) -> Vec<String> {
+        let mut rules: Vec<String> = self.current.read().vm.keys().cloned().collect();
+        rules.sort();
+        rules
+    }
+}
+
+/// Compiles `rule` for the Rego VM.
+fn compile_for_vm(engine: &regorus::Engine, rule: &str, timer: ExecutionTimerConfig) -> Result<VmRule, String> {
+    let mut engine = engine.clone();
+    let policy = engine.compile_with_entrypoint(&regorus::Rc::from(rule)).map_err(|e| e.to_string())?;
+    let program = Compiler::compile_from_policy(&policy, &[rule]).map_err(|e| e.to_string())?;
+    Ok(VmRule { program, policy, data: engine.get_data(), timer, pool: Mutex::new(Vec::new()) })
 }
 
 /// The policy files under `path`: the file itself, or `*.rego` and `data.json` found
@@ -191,12 +263,13 @@ fn fingerprint(path: &Path) -> Result<Fingerprint, String> {
 /// Reads, parses and prepares the policy; checks that every entry rule exists.
 fn build(config: &EmbeddedConfig, rules: &[String], fingerprint: Fingerprint) -> Result<Loaded, String> {
     let mut engine = regorus::Engine::new();
-    engine.set_execution_timer_config(ExecutionTimerConfig {
+    let timer = ExecutionTimerConfig {
         limit: Duration::from_millis(config.eval_timeout_ms),
         // The clock is read every 64 evaluation steps, not every step (a measurable share of
         // a decision); a runaway policy still stops within microseconds of the limit.
         check_interval: NonZeroU32::new(64).unwrap_or(NonZeroU32::MIN),
-    });
+    };
+    engine.set_execution_timer_config(timer);
     let mut hash = Sha256::new();
     for (file, _, _) in &fingerprint {
         let text = std::fs::read_to_string(file).map_err(|e| format!("policy file {}: {e}", file.display()))?;
@@ -223,5 +296,17 @@ fn build(config: &EmbeddedConfig, rules: &[String], fingerprint: Fingerprint) ->
     }
     let digest = hash.finalize();
     let version: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
-    Ok(Loaded { template: engine, pool: Mutex::new(Vec::new()), version, fingerprint })
+    let mut vm = HashMap::new();
+    if config.engine == RegoEngine::Vm {
+        for rule in rules {
+            match compile_for_vm(&engine, rule, timer) {
+                Ok(compiled) => {
+                    vm.insert(rule.clone(), compiled);
+                }
+                Err(e) => tracing::info!(rule = %rule, reason = %e.lines().last().unwrap_or(&e),
+                    "Rego rule runs in the interpreter (the VM compiler does not take it)"),
+            }
+        }
+    }
+    Ok(Loaded { template: engine, pool: Mutex::new(Vec::new()), vm, version, fingerprint })
 }

@@ -22,7 +22,7 @@ use async_trait::async_trait;
 use quiver_auth::Identity;
 use serde_json::Value;
 
-pub use config::{EmbeddedConfig, OpaConfig, RemoteConfig};
+pub use config::{EmbeddedConfig, OpaConfig, RegoEngine, RemoteConfig};
 pub use embedded::EmbeddedRego;
 pub use remote::RemoteOpa;
 pub use source::{CachedSource, DecisionSource, SourceStatus};

@@ -66,13 +66,33 @@ impl CachedSource {
         h.update([0]);
         h.update(self.inner.version().as_bytes());
         h.update([0]);
-        let mut doc = document.clone();
-        if let Some(ctx) = doc.pointer_mut("/input/context").and_then(Value::as_object_mut) {
-            ctx.remove("queryId");
-        }
         // serde_json's Map keeps keys sorted (no preserve_order feature): the text is canonical.
-        h.update(doc.to_string().as_bytes());
+        // It is written straight into the hash; the document is copied only to drop a queryId.
+        let written = if document.pointer("/input/context/queryId").is_some() {
+            let mut doc = document.clone();
+            if let Some(ctx) = doc.pointer_mut("/input/context").and_then(Value::as_object_mut) {
+                ctx.remove("queryId");
+            }
+            serde_json::to_writer(HashWriter(&mut h), &doc)
+        } else {
+            serde_json::to_writer(HashWriter(&mut h), document)
+        };
+        // Writing into a hash cannot fail, and a Value always serializes.
+        debug_assert!(written.is_ok());
         h.finalize().into()
+    }
+}
+
+/// `io::Write` into a running SHA-256.
+struct HashWriter<'a>(&'a mut Sha256);
+
+impl std::io::Write for HashWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
