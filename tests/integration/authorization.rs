@@ -955,3 +955,47 @@ async fn all_22_tpch_queries_survive_the_rewrite_unchanged() {
     }
     gw.shutdown().await;
 }
+
+/// Sum of `quiver_authz_decisions_total` for one operation, from /metrics.
+async fn decisions_asked(gw: &RunningGateway, operation: &str) -> u64 {
+    let metrics = http_get(gw.http_addr, "/metrics", &[("authorization", &basic_auth("erin", "erin-secret"))]).await;
+    let label = format!("operation=\"{operation}\"");
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("quiver_authz_decisions_total{") && l.contains(&label))
+        .filter_map(|l| l.rsplit(' ').next().and_then(|n| n.parse::<f64>().ok()))
+        .sum::<f64>() as u64
+}
+
+#[tokio::test]
+async fn a_statement_asks_each_decision_once_and_the_rego_vm_answers_like_the_interpreter() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let join = "SELECT n_name, count(*) FROM customer JOIN nation ON c_nationkey = n_nationkey \
+                JOIN region ON n_regionkey = r_regionkey GROUP BY n_name ORDER BY n_name";
+    let masked = "SELECT c_custkey, c_phone FROM customer ORDER BY c_custkey LIMIT 20";
+    let mut answers = Vec::new();
+    for engine in [quiver_policies::opa::RegoEngine::Interpreter, quiver_policies::opa::RegoEngine::Vm] {
+        let mut opa = opa_config(&example_policies(), 1000);
+        if let Some(e) = opa.embedded.as_mut() {
+            e.engine = engine;
+        }
+        let gw = gateway(policy_config(dir.path(), opa)).await;
+        let mut alice = User::login(gw.flight_addr, "alice").await;
+        let before = |op: &'static str| decisions_asked(&gw, op);
+        let (catalog0, select0, filters0) =
+            (before("AccessCatalog").await, before("SelectFromColumns").await, before("GetRowFilters").await);
+        let by_nation = alice.query(join).await;
+        // One catalog, three tables: AccessCatalog once (at admission, not again per table),
+        // SelectFromColumns and row filters once per table.
+        assert_eq!(decisions_asked(&gw, "AccessCatalog").await - catalog0, 1, "{engine:?}");
+        assert_eq!(decisions_asked(&gw, "SelectFromColumns").await - select0, 3, "{engine:?}");
+        assert_eq!(decisions_asked(&gw, "GetRowFilters").await - filters0, 3, "{engine:?}");
+        let phones = alice.query(masked).await;
+        assert!(strings(&phones, 1).iter().all(|p| p.starts_with("XX-XXX-XXX-")), "{engine:?}");
+        answers.push((strings(&by_nation, 0), strings(&phones, 1)));
+        gw.shutdown().await;
+    }
+    // alice (EUROPE) sees the five European nations, identically under both engines.
+    assert_eq!(answers[0].0.len(), 5, "{:?}", answers[0].0);
+    assert_eq!(answers[0], answers[1]);
+}
