@@ -15,6 +15,13 @@ fn source(path: &Path, engine: RegoEngine, rules: &[&str]) -> EmbeddedRego {
     EmbeddedRego::load(config, rules.iter().map(|r| (*r).to_owned()).collect()).expect("policy loads")
 }
 
+/// A folder with one policy in package `trino` (default allow false) followed by `rules`.
+fn one_file_policy(rules: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    write(dir.path(), "p.rego", &format!("package trino\nimport rego.v1\ndefault allow := false\n{rules}"));
+    dir
+}
+
 const ENTRY_RULES: [&str; 5] = [
     "data.trino.allow",
     "data.trino.batch",
@@ -120,12 +127,8 @@ async fn vm_and_interpreter_decide_the_same_for_the_example_policy() {
 
 #[tokio::test]
 async fn rules_the_vm_cannot_compile_run_in_the_interpreter() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    write(
-        dir.path(),
-        "p.rego",
-        "package trino\nimport rego.v1\ndefault allow := false\n\
-         allow if input.action.resource.catalog.name == \"tpch\"\n\
+    let dir = one_file_policy(
+        "allow if input.action.resource.catalog.name == \"tpch\"\n\
          batch contains i if {\n  some i, r in input.action.filterResources\n  allow with input.action.resource as r\n}\n",
     );
     let vm = source(dir.path(), RegoEngine::Vm, &["data.trino.allow", "data.trino.batch"]);
@@ -144,12 +147,8 @@ async fn rules_the_vm_cannot_compile_run_in_the_interpreter() {
 /// test fails, the VM has been fixed: re-run the comparison above and reconsider the default.
 #[tokio::test]
 async fn rego_vm_still_differs_from_opa_on_undefined_function_arguments() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    write(
-        dir.path(),
-        "p.rego",
-        "package trino\nimport rego.v1\ndefault allow := false\n\
-         owners := {\"tpch\": \"erin\"}\n\
+    let dir = one_file_policy(
+        "owners := {\"tpch\": \"erin\"}\n\
          anyone(_) := true\n\
          allow if {\n  owner := owners[input.action.resource.catalog.name]\n  anyone(owner)\n}\n",
     );
