@@ -1,9 +1,9 @@
 //! `quiver-bench --authz`: the latency authorization adds to a query end to end through
 //! Flight SQL, every case in one process and measured interleaved.
 //!
-//! One engine worker serves three gateways that differ only in `[authorization]`: none, the
-//! example policy (conf/policies, embedded Rego, no decision cache: the embedded default) and
-//! the same policy with the decision cache on. Each runs `SELECT count(*) FROM nation` as
+//! One engine worker serves four gateways that differ only in `[authorization]`: none, the
+//! example policy (conf/policies, embedded Rego, no decision cache: the embedded default), the
+//! same on the Rego VM (`engine = "vm"`), and the interpreter with the decision cache on. Each runs `SELECT count(*) FROM nation` as
 //! erin (engineers: checks only, the statement is forwarded as written) and as alice
 //! (analysts: the gateway rewrites it to the EUROPE rows), with a session token, so
 //! authentication costs one HMAC per call in every case.
@@ -21,7 +21,7 @@ use hdrhistogram::Histogram;
 use quiver_engine::config::{CatalogConfig, EngineConfig};
 use quiver_gateway::RunningGateway;
 use quiver_gateway::config::{AuthMethod, AuthorizationConfig, PoolConfig, QuiverConfig};
-use quiver_policies::opa::OpaConfig;
+use quiver_policies::opa::{OpaConfig, RegoEngine};
 use tonic::transport::Channel;
 
 use crate::{connect, run_as};
@@ -45,9 +45,12 @@ fn users_file(dir: &Path) -> anyhow::Result<std::path::PathBuf> {
 }
 
 /// The example policy with every Trino entry point; `ttl_ms` 0: no decision cache.
-fn opa(ttl_ms: u64) -> OpaConfig {
+fn opa(ttl_ms: u64, engine: RegoEngine) -> OpaConfig {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../conf/policies");
     let mut c = OpaConfig::embedded(dir, "data.trino.allow");
+    if let Some(e) = c.embedded.as_mut() {
+        e.engine = engine;
+    }
     c.batch_policy_uri = Some("data.trino.batch".into());
     c.row_filters_policy_uri = Some("data.trino.rowFilters".into());
     c.batch_column_masking_policy_uri = Some("data.trino.batchColumnMasks".into());
@@ -111,8 +114,9 @@ pub async fn run(iters: usize) -> anyhow::Result<()> {
     let (stop_worker, _task) = quiver_gateway::start_engine(engine, listener).await;
 
     let open = gateway(worker, &users, None).await?;
-    let uncached = gateway(worker, &users, Some(opa(0))).await?;
-    let cached = gateway(worker, &users, Some(opa(60_000))).await?;
+    let uncached = gateway(worker, &users, Some(opa(0, RegoEngine::Interpreter))).await?;
+    let vm = gateway(worker, &users, Some(opa(0, RegoEngine::Vm))).await?;
+    let cached = gateway(worker, &users, Some(opa(60_000, RegoEngine::Interpreter))).await?;
 
     let mut cases = Vec::new();
     for (name, addr, user) in [
@@ -121,6 +125,8 @@ pub async fn run(iters: usize) -> anyhow::Result<()> {
         ("gateway, no [authorization] (erin)", open.flight_addr, Some("erin")),
         ("gateway, policy uncached, erin (checks)", uncached.flight_addr, Some("erin")),
         ("gateway, policy uncached, alice (checks + rewrite)", uncached.flight_addr, Some("alice")),
+        ("gateway, policy uncached on the Rego VM, erin (checks)", vm.flight_addr, Some("erin")),
+        ("gateway, policy uncached on the Rego VM, alice (checks + rewrite)", vm.flight_addr, Some("alice")),
         ("gateway, policy cached, erin (checks)", cached.flight_addr, Some("erin")),
         ("gateway, policy cached, alice (checks + rewrite)", cached.flight_addr, Some("alice")),
     ] {
@@ -159,7 +165,7 @@ pub async fn run(iters: usize) -> anyhow::Result<()> {
     for (name, _, _, _, h) in &cases {
         println!("| {name} | {:.3} ms | {:.3} ms | {:+.3} ms |", ms(h, 0.5), ms(h, 0.99), ms(h, 0.5) - base);
     }
-    for gw in [open, uncached, cached] {
+    for gw in [open, uncached, vm, cached] {
         gw.shutdown().await;
     }
     let _ = stop_worker.send(());
