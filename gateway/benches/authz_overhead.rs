@@ -107,13 +107,7 @@ async fn tpch_catalog() -> PoolCatalog {
 
 fn opa(ttl_ms: u64, engine: RegoEngine) -> Arc<dyn Authorizer> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../conf/policies");
-    let mut c = OpaConfig::embedded(dir, "data.trino.allow");
-    if let Some(e) = c.embedded.as_mut() {
-        e.engine = engine;
-    }
-    c.batch_policy_uri = Some("data.trino.batch".into());
-    c.row_filters_policy_uri = Some("data.trino.rowFilters".into());
-    c.batch_column_masking_policy_uri = Some("data.trino.batchColumnMasks".into());
+    let mut c = OpaConfig::embedded_trino(dir).with_engine(engine);
     c.decision_cache_ttl_ms = Some(ttl_ms);
     // As the gateway builds it: every decision audited and counted.
     let metrics = Arc::new(quiver_gateway::metrics::Metrics::new());

@@ -47,13 +47,7 @@ fn users_file(dir: &Path) -> anyhow::Result<std::path::PathBuf> {
 /// The example policy with every Trino entry point; `ttl_ms` 0: no decision cache.
 fn opa(ttl_ms: u64, engine: RegoEngine) -> OpaConfig {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../conf/policies");
-    let mut c = OpaConfig::embedded(dir, "data.trino.allow");
-    if let Some(e) = c.embedded.as_mut() {
-        e.engine = engine;
-    }
-    c.batch_policy_uri = Some("data.trino.batch".into());
-    c.row_filters_policy_uri = Some("data.trino.rowFilters".into());
-    c.batch_column_masking_policy_uri = Some("data.trino.batchColumnMasks".into());
+    let mut c = OpaConfig::embedded_trino(dir).with_engine(engine);
     c.decision_cache_ttl_ms = Some(ttl_ms);
     c
 }

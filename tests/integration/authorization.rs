@@ -53,10 +53,7 @@ pub fn users_file(dir: &Path) -> PathBuf {
 
 /// The example OPA policy with every Trino entry point.
 pub fn opa_config(path: &Path, reload_check_ms: u64) -> OpaConfig {
-    let mut c = OpaConfig::embedded(path, "data.trino.allow");
-    c.batch_policy_uri = Some("data.trino.batch".into());
-    c.row_filters_policy_uri = Some("data.trino.rowFilters".into());
-    c.batch_column_masking_policy_uri = Some("data.trino.batchColumnMasks".into());
+    let mut c = OpaConfig::embedded_trino(path);
     if let Some(e) = c.embedded.as_mut() {
         e.reload_check_ms = reload_check_ms;
     }
@@ -975,10 +972,7 @@ async fn a_statement_asks_each_decision_once_and_the_rego_vm_answers_like_the_in
     let masked = "SELECT c_custkey, c_phone FROM customer ORDER BY c_custkey LIMIT 20";
     let mut answers = Vec::new();
     for engine in [quiver_policies::opa::RegoEngine::Interpreter, quiver_policies::opa::RegoEngine::Vm] {
-        let mut opa = opa_config(&example_policies(), 1000);
-        if let Some(e) = opa.embedded.as_mut() {
-            e.engine = engine;
-        }
+        let opa = opa_config(&example_policies(), 1000).with_engine(engine);
         let gw = gateway(policy_config(dir.path(), opa)).await;
         let mut alice = User::login(gw.flight_addr, "alice").await;
         let before = |op: &'static str| decisions_asked(&gw, op);

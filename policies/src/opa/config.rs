@@ -130,6 +130,26 @@ impl OpaConfig {
         }
     }
 
+    /// Embedded Rego at `path` with the entry points Trino's OPA plugin users conventionally
+    /// write: `data.trino.allow`, `data.trino.batch`, `data.trino.rowFilters` and
+    /// `data.trino.batchColumnMasks` (as conf/policies does).
+    pub fn embedded_trino(path: impl Into<PathBuf>) -> Self {
+        OpaConfig {
+            batch_policy_uri: Some("data.trino.batch".into()),
+            row_filters_policy_uri: Some("data.trino.rowFilters".into()),
+            batch_column_masking_policy_uri: Some("data.trino.batchColumnMasks".into()),
+            ..OpaConfig::embedded(path, "data.trino.allow")
+        }
+    }
+
+    /// The same config evaluated by `engine` (embedded only; a remote config is unchanged).
+    pub fn with_engine(mut self, engine: RegoEngine) -> Self {
+        if let Some(e) = self.embedded.as_mut() {
+            e.engine = engine;
+        }
+        self
+    }
+
     /// A config for a remote OPA with the allow rule at URL `policy_uri`.
     pub fn remote(policy_uri: impl Into<String>) -> Self {
         OpaConfig {

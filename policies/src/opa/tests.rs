@@ -15,14 +15,12 @@ pub(super) fn example_dir() -> PathBuf {
 
 /// The example policies with every entry point configured.
 pub(super) fn full_config(path: &Path, batch: bool) -> OpaConfig {
+    if batch {
+        return OpaConfig::embedded_trino(path);
+    }
     let mut c = OpaConfig::embedded(path, "data.trino.allow");
     c.row_filters_policy_uri = Some("data.trino.rowFilters".into());
-    if batch {
-        c.batch_policy_uri = Some("data.trino.batch".into());
-        c.batch_column_masking_policy_uri = Some("data.trino.batchColumnMasks".into());
-    } else {
-        c.column_masking_policy_uri = Some("data.trino.columnMask".into());
-    }
+    c.column_masking_policy_uri = Some("data.trino.columnMask".into());
     c
 }
 
