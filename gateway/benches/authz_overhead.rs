@@ -36,11 +36,11 @@ use quiver_auth::Identity;
 use quiver_engine::config::{CatalogConfig, EngineConfig};
 use quiver_gateway::authz::planning::{Planning, planning_state};
 use quiver_gateway::authz::rewrite::{
-    TablePolicy, TableRead, apply, deterministic, plan_expression, tables_read, to_sql, trino_type,
+    TablePolicy, TableRead, apply, deterministic, plan_expression, tables_read, to_sql,
 };
 use quiver_gateway::pool::{PoolCatalog, TableInfo};
 use quiver_policies::opa::{OpaAuthorizer, OpaConfig, RegoEngine};
-use quiver_policies::{Authorizer, ColumnInfo, ColumnMask, Operation, PolicyError, Resource, RowFilter, TableRef};
+use quiver_policies::{Authorizer, ColumnMask, Operation, PolicyError, Resource, RowFilter, TableRef};
 
 const CATALOG: &str = "tpch";
 const SCHEMA: &str = "tiny";
@@ -149,13 +149,7 @@ async fn decisions(
         let resource = Resource::Table { table: table.clone(), columns: read.columns.clone() };
         authz.check(id, Operation::SelectFromColumns, &resource).await?;
         let filters = authz.row_filters(id, table).await?;
-        let columns: Vec<ColumnInfo> = read
-            .schema
-            .fields()
-            .iter()
-            .filter(|f| read.columns.contains(f.name()))
-            .map(|f| ColumnInfo::new(f.name(), trino_type(f.data_type())))
-            .collect();
+        let columns = read.columns_read_info();
         let masks = if columns.is_empty() { BTreeMap::new() } else { authz.column_masks(id, table, &columns).await? };
         out.insert(table.clone(), (filters, masks));
     }

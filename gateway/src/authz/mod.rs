@@ -16,7 +16,7 @@ use datafusion::execution::session_state::SessionState;
 use datafusion::logical_expr::{DdlStatement, DmlStatement, Expr, LogicalPlan, WriteOp};
 use parking_lot::Mutex;
 use quiver_auth::Identity;
-use quiver_policies::{ColumnInfo, Operation, PolicyError, Resource, TableRef};
+use quiver_policies::{Operation, PolicyError, Resource, TableRef};
 use sha2::{Digest, Sha256};
 
 use crate::auth_layer::CallContext;
@@ -24,7 +24,7 @@ use crate::error::{GatewayError, Result};
 use crate::flight::GatewayService;
 use crate::pool::{Pool, PoolCatalog};
 use planning::{Planning, planning_state};
-use rewrite::{TablePolicy, TableRead, plan_expression, resolve, tables_read, trino_type};
+use rewrite::{TablePolicy, TableRead, plan_expression, resolve, tables_read};
 
 /// How statements are authorized.
 #[derive(Debug, Default)]
@@ -278,15 +278,8 @@ impl GatewayService {
     async fn table_policy(&self, scope: &Scope<'_>, table: &TableRef, read: &TableRead) -> Result<TablePolicy> {
         let id = &scope.ctx.identity;
         let filters = self.authorizer.row_filters(id, table).await?;
-        // Masks only matter for the columns the statement reads (a column used anywhere, in a
-        // predicate, a join or an ORDER BY, is read).
-        let columns: Vec<ColumnInfo> = read
-            .schema
-            .fields()
-            .iter()
-            .filter(|f| read.columns.contains(f.name()))
-            .map(|f| ColumnInfo::new(f.name(), trino_type(f.data_type())))
-            .collect();
+        // Masks only matter for the columns the statement reads.
+        let columns = read.columns_read_info();
         let masks = if columns.is_empty() {
             BTreeMap::new()
         } else {

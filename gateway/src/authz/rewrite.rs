@@ -27,7 +27,7 @@ use datafusion::sql::sqlparser::ast::{self, ExprWithAlias, Value, visit_expressi
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 use datafusion::sql::sqlparser::tokenizer::Token;
-use quiver_policies::TableRef;
+use quiver_policies::{ColumnInfo, TableRef};
 
 /// A table a plan reads, with the columns it reads from it (over all its scans).
 #[derive(Debug, Clone)]
@@ -36,6 +36,19 @@ pub struct TableRead {
     pub schema: datafusion::arrow::datatypes::SchemaRef,
     /// The columns the statement reads, in table order (empty for `count(*)`).
     pub columns: Vec<String>,
+}
+
+impl TableRead {
+    /// The columns read, with their Trino type names: what column masks are asked for (a
+    /// column used anywhere, in a predicate, a join or an ORDER BY, is read).
+    pub fn columns_read_info(&self) -> Vec<ColumnInfo> {
+        self.schema
+            .fields()
+            .iter()
+            .filter(|f| self.columns.contains(f.name()))
+            .map(|f| ColumnInfo::new(f.name(), trino_type(f.data_type())))
+            .collect()
+    }
 }
 
 /// The fully qualified name of `name` under the session defaults.
