@@ -32,6 +32,10 @@ pub enum EngineError {
         /// Why it failed.
         reason: String,
     },
+    /// The objects a statement was authorized against changed since (see
+    /// [`crate::authorized`]): plan it again.
+    #[error("{0}")]
+    Stale(String),
     /// A bug or an I/O failure inside the worker.
     #[error("{0}")]
     Internal(String),
@@ -74,6 +78,7 @@ impl From<EngineError> for Status {
             EngineError::ResourcesExhausted(_) => Status::resource_exhausted(message),
             EngineError::Unsupported(_) => Status::unimplemented(message),
             EngineError::NotAllowed(_) => Status::permission_denied(message),
+            EngineError::Stale(_) => Status::failed_precondition(message),
             EngineError::Catalog { .. } | EngineError::Internal(_) => {
                 tracing::error!(error = %message, "engine internal error");
                 Status::internal(message)

@@ -31,6 +31,29 @@ pub struct StatementHandle {
     /// Bound parameters: an Arrow IPC stream of one batch, one row per execution.
     #[serde(default, skip_serializing_if = "Option::is_none", with = "b64")]
     pub params: Option<Vec<u8>>,
+    /// What the gateway authorized this statement against. When present the worker runs the
+    /// statement only if it still reads exactly those objects (see [`crate::authorized`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorized: Option<Authorized>,
+}
+
+/// The objects a statement was authorized against: every table it may read, with the columns
+/// it may read from each and a fingerprint of the table's columns as the gateway saw them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Authorized {
+    /// The tables, each once.
+    pub tables: Vec<AuthorizedTable>,
+}
+
+/// One table of [`Authorized`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthorizedTable {
+    /// Its fully qualified name.
+    pub name: crate::reads::QualifiedName,
+    /// [`crate::reads::schema_fingerprint`] of its columns.
+    pub fingerprint: String,
+    /// The columns that may be read (by the statement or by the policy expressions applied).
+    pub columns: Vec<String>,
 }
 
 mod b64 {
@@ -50,7 +73,7 @@ mod b64 {
 impl StatementHandle {
     /// A handle for `sql` with no parameters.
     pub fn new(sql: impl Into<String>, catalog: Option<String>, schema: Option<String>) -> Self {
-        StatementHandle { sql: sql.into(), catalog, schema, params: None }
+        StatementHandle { sql: sql.into(), catalog, schema, params: None, authorized: None }
     }
 
     /// Encodes as bytes for a ticket or a prepared-statement handle.

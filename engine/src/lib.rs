@@ -9,6 +9,7 @@
 //! only speaks Flight SQL to it.
 #![forbid(unsafe_code)]
 
+pub mod authorized;
 pub mod barrier;
 pub mod catalogs;
 pub mod config;
@@ -16,12 +17,13 @@ mod engine;
 pub mod error;
 pub mod handle;
 mod metadata;
+pub mod reads;
 mod service;
 pub mod sql;
 
 pub use barrier::{POLICY_FILTER_FUNCTION, policy_filter_udf, with_policy_barrier};
 pub use engine::Engine;
-pub use service::{EngineService, STATS_ACTION, nodelay_incoming, serve};
+pub use service::{EngineService, STATS_ACTION, flight_schema, nodelay_incoming, serve};
 
 /// Request header naming the default catalog of a statement (set by the gateway from the
 /// client's session).

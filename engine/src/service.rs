@@ -139,24 +139,52 @@ impl EngineService {
             .max_encoding_message_size(MAX_MESSAGE_BYTES)
     }
 
-    /// Plans `handle` (binding its first parameter row, if any).
+    /// Plans `handle` (binding its first parameter row, if any). A handle the gateway
+    /// authorized is planned under its own defaults and checked against the objects it was
+    /// authorized on ([`crate::authorized`]).
     async fn plan(&self, handle: &StatementHandle) -> Result<(SessionState, LogicalPlan), EngineError> {
         let mut state = self.engine.session(handle.catalog.as_deref(), handle.schema.as_deref());
         // The statement's start time: `now()`, `current_date` and friends are folded to it
         // while optimizing (without it they fail at execution).
         state.mark_start_execution();
-        let plan = sql::plan(&state, &handle.sql).await?;
+        let plan = sql::plan_authorized(&state, &handle.sql, handle.authorized.as_ref()).await?;
         let rows = handle.param_rows()?;
         let plan = bind(plan, rows.first())?;
         Ok((state, plan))
     }
 
+    /// The physical plan of a query or DML statement. For an authorized handle the plan is
+    /// optimized once, its reads checked, and that same optimized plan is what runs.
+    async fn physical_plan(
+        &self,
+        state: &SessionState,
+        plan: &LogicalPlan,
+        authorized: Option<&crate::handle::Authorized>,
+    ) -> Result<Arc<dyn ExecutionPlan>, EngineError> {
+        let Some(authorized) = authorized else { return Ok(state.create_physical_plan(plan).await?) };
+        let (catalog, schema) = sql::defaults(state);
+        let optimized = state.optimize(plan)?;
+        crate::authorized::check_reads(state, &optimized, true, authorized, &catalog, &schema)?;
+        Ok(state.query_planner().create_physical_plan(&optimized, state).await?)
+    }
+
     /// The schema a statement's results have on the wire, exactly as DoGet will send it.
-    async fn output_schema(&self, state: &SessionState, plan: &LogicalPlan) -> Result<SchemaRef, EngineError> {
+    async fn output_schema(
+        &self,
+        state: &SessionState,
+        plan: &LogicalPlan,
+        authorized: Option<&crate::handle::Authorized>,
+    ) -> Result<SchemaRef, EngineError> {
         Ok(match StatementKind::of(plan) {
-            StatementKind::Ddl => empty_schema(),
+            StatementKind::Ddl => {
+                if let Some(authorized) = authorized {
+                    let (catalog, schema) = sql::defaults(state);
+                    crate::authorized::check_reads(state, plan, false, authorized, &catalog, &schema)?;
+                }
+                empty_schema()
+            }
             StatementKind::Query | StatementKind::Dml => {
-                flight_schema(&state.create_physical_plan(plan).await?.schema())
+                flight_schema(&self.physical_plan(state, plan, authorized).await?.schema())
             }
         })
     }
@@ -167,17 +195,22 @@ impl EngineService {
         &self,
         state: SessionState,
         plan: LogicalPlan,
+        authorized: Option<&crate::handle::Authorized>,
         report_stats: bool,
     ) -> Result<DoGetStream, EngineError> {
         self.engine.count_execution();
         let (schema, stream, physical) = match StatementKind::of(&plan) {
             StatementKind::Ddl => {
+                if let Some(authorized) = authorized {
+                    let (catalog, schema) = sql::defaults(&state);
+                    crate::authorized::check_reads(&state, &plan, false, authorized, &catalog, &schema)?;
+                }
                 let ctx = SessionContext::new_with_state(state);
                 let df = ctx.execute_logical_plan(plan).await?;
                 (empty_schema(), df.execute_stream().await?, None)
             }
             StatementKind::Query | StatementKind::Dml => {
-                let physical: Arc<dyn ExecutionPlan> = state.create_physical_plan(&plan).await?;
+                let physical: Arc<dyn ExecutionPlan> = self.physical_plan(&state, &plan, authorized).await?;
                 let schema = flight_schema(&physical.schema());
                 let stream = execute_stream(physical.clone(), state.task_ctx())?;
                 (schema, stream, Some(physical))
@@ -211,7 +244,11 @@ impl EngineService {
         rows: &[Vec<datafusion::common::ScalarValue>],
     ) -> Result<i64, EngineError> {
         let state = self.engine.session(handle.catalog.as_deref(), handle.schema.as_deref());
-        let plan = sql::plan(&state, &handle.sql).await?;
+        let plan = sql::plan_authorized(&state, &handle.sql, handle.authorized.as_ref()).await?;
+        if let Some(authorized) = &handle.authorized {
+            let (catalog, schema) = sql::defaults(&state);
+            crate::authorized::check_reads(&state, &plan, false, authorized, &catalog, &schema)?;
+        }
         let executions: Vec<Option<&Vec<datafusion::common::ScalarValue>>> =
             if rows.is_empty() { vec![None] } else { rows.iter().map(Some).collect() };
         let mut total = 0i64;
@@ -407,7 +444,7 @@ impl FlightSqlService for EngineService {
         let handle =
             StatementHandle::new(query.query, header(&request, CATALOG_HEADER), header(&request, SCHEMA_HEADER));
         let (state, plan) = self.plan(&handle).await?;
-        let schema = self.output_schema(&state, &plan).await?;
+        let schema = self.output_schema(&state, &plan, handle.authorized.as_ref()).await?;
         let ticket = TicketStatementQuery { statement_handle: handle.encode() }.as_any().encode_to_vec();
         Ok(Response::new(self.flight_info(&schema, ticket, request.into_inner())?))
     }
@@ -419,7 +456,7 @@ impl FlightSqlService for EngineService {
     ) -> Result<Response<FlightInfo>, Status> {
         let handle = StatementHandle::decode(&cmd.prepared_statement_handle)?;
         let (state, plan) = self.plan(&handle).await?;
-        let schema = self.output_schema(&state, &plan).await?;
+        let schema = self.output_schema(&state, &plan, handle.authorized.as_ref()).await?;
         let ticket = TicketStatementQuery { statement_handle: handle.encode() }.as_any().encode_to_vec();
         Ok(Response::new(self.flight_info(&schema, ticket, request.into_inner())?))
     }
@@ -432,7 +469,7 @@ impl FlightSqlService for EngineService {
         let handle = StatementHandle::decode(&ticket.statement_handle)?;
         let (state, plan) = self.plan(&handle).await?;
         let state = with_memory_limit(state, &request)?;
-        Ok(Response::new(self.execute(state, plan, wants_stats(&request)).await?))
+        Ok(Response::new(self.execute(state, plan, handle.authorized.as_ref(), wants_stats(&request)).await?))
     }
 
     async fn do_get_prepared_statement(
@@ -443,7 +480,7 @@ impl FlightSqlService for EngineService {
         let handle = StatementHandle::decode(&cmd.prepared_statement_handle)?;
         let (state, plan) = self.plan(&handle).await?;
         let state = with_memory_limit(state, &request)?;
-        Ok(Response::new(self.execute(state, plan, wants_stats(&request)).await?))
+        Ok(Response::new(self.execute(state, plan, handle.authorized.as_ref(), wants_stats(&request)).await?))
     }
 
     async fn do_get_fallback(
@@ -558,7 +595,7 @@ impl FlightSqlService for EngineService {
         let mut handle = StatementHandle::decode(&query.prepared_statement_handle)?;
         let batches = read_params(request.into_inner()).await?;
         let state = self.engine.session(handle.catalog.as_deref(), handle.schema.as_deref());
-        let plan = sql::plan(&state, &handle.sql).await?;
+        let plan = sql::plan_authorized(&state, &handle.sql, handle.authorized.as_ref()).await?;
         check_param_count(&batches, plan.get_parameter_types().map_err(EngineError::from)?.len())?;
         // Bind now so wrong types fail here, at DoPut, with a clear message.
         let rows = batches_to_rows(&batches)?;
