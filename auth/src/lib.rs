@@ -34,5 +34,5 @@ pub use kerberos::KerberosConfig;
 pub use ldap::{LdapAuthenticator, LdapConfig};
 pub use mapping::{CaseFold, UserMapping, UserMappingRule};
 pub use open::OpenAuthenticator;
-pub use password_file::{PasswordFileAuthenticator, hash_password};
+pub use password_file::{PasswordChecks, PasswordFileAuthenticator, hash_password};
 pub use token::{SessionTokens, TokenClaims};

@@ -32,11 +32,63 @@ struct Loaded {
     checked: Option<Instant>,
 }
 
+/// Password checks waiting for a slot, at most, per slot: more are refused at once.
+const WAITING_PER_SLOT: usize = 32;
+
+/// Bounds the password checks that run at once: each argon2 check holds about 19 MiB and a
+/// core for tens of milliseconds, so unbounded concurrent (wrong) logins would grow memory
+/// without limit. Checks beyond the slots wait; beyond a short queue they are refused with
+/// UNAVAILABLE.
+#[derive(Debug)]
+pub struct PasswordChecks {
+    slots: tokio::sync::Semaphore,
+    waiting: std::sync::atomic::AtomicUsize,
+    max_waiting: usize,
+}
+
+impl PasswordChecks {
+    /// At most `slots` checks at once (at least 1).
+    pub fn new(slots: usize) -> Self {
+        let slots = slots.max(1);
+        PasswordChecks {
+            slots: tokio::sync::Semaphore::new(slots),
+            waiting: Default::default(),
+            max_waiting: slots * WAITING_PER_SLOT,
+        }
+    }
+
+    /// One slot per core of the machine.
+    pub fn per_core() -> Self {
+        Self::new(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2))
+    }
+
+    /// Runs `check` on a blocking thread once a slot is free.
+    pub async fn run<T: Send + 'static>(&self, check: impl FnOnce() -> T + Send + 'static) -> Result<T, AuthError> {
+        use std::sync::atomic::Ordering;
+        if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.max_waiting {
+            self.waiting.fetch_sub(1, Ordering::AcqRel);
+            return Err(AuthError::Unavailable("too many password checks in progress; retry shortly".into()));
+        }
+        let permit = self.slots.acquire().await;
+        self.waiting.fetch_sub(1, Ordering::AcqRel);
+        let _permit = permit.map_err(|_| AuthError::Unavailable("password checks are shutting down".into()))?;
+        tokio::task::spawn_blocking(check)
+            .await
+            .map_err(|e| AuthError::Unavailable(format!("password check failed: {e}")))
+    }
+
+    /// Slots free now.
+    pub fn free_slots(&self) -> usize {
+        self.slots.available_permits()
+    }
+}
+
 /// Authenticates Basic credentials against a password file.
 #[derive(Debug)]
 pub struct PasswordFileAuthenticator {
     path: PathBuf,
     state: Mutex<Loaded>,
+    checks: Arc<PasswordChecks>,
 }
 
 impl PasswordFileAuthenticator {
@@ -47,7 +99,14 @@ impl PasswordFileAuthenticator {
         Ok(PasswordFileAuthenticator {
             path,
             state: Mutex::new(Loaded { users, modified, checked: Some(Instant::now()) }),
+            checks: Arc::new(PasswordChecks::per_core()),
         })
+    }
+
+    /// The same authenticator sharing `checks` (the bound on concurrent password checks).
+    pub fn with_checks(mut self, checks: Arc<PasswordChecks>) -> Self {
+        self.checks = checks;
+        self
     }
 
     /// Number of users currently loaded.
@@ -158,9 +217,7 @@ impl Authenticator for PasswordFileAuthenticator {
         let entry = self.lookup(user);
         let hash = entry.as_ref().map(|e| e.hash.clone()).unwrap_or_else(|| dummy_hash().to_string());
         let password = password.clone();
-        let ok = tokio::task::spawn_blocking(move || verify(&hash, &password))
-            .await
-            .map_err(|e| AuthError::Unavailable(format!("password check failed: {e}")))?;
+        let ok = self.checks.run(move || verify(&hash, &password)).await?;
         match entry {
             Some(entry) if ok => {
                 Ok(Some(Identity::new(user.clone(), "password-file").with_groups(entry.groups.clone())))
@@ -222,6 +279,40 @@ mod tests {
         assert!(auth.authenticate(&basic("alice", "two")).await.is_ok());
         assert!(auth.authenticate(&basic("carol", "three")).await.is_ok());
         assert_eq!(auth.authenticate(&basic("alice", "one")).await, Err(AuthError::InvalidCredentials));
+    }
+
+    #[tokio::test]
+    async fn concurrent_password_checks_are_bounded_and_the_excess_refused() {
+        let checks = Arc::new(PasswordChecks::new(1));
+        let (release, wait) = std::sync::mpsc::channel::<()>();
+        let wait = Arc::new(std::sync::Mutex::new(wait));
+        // One check holds the only slot until released.
+        let holder = {
+            let checks = checks.clone();
+            let wait = wait.clone();
+            tokio::spawn(
+                async move { checks.run(move || wait.lock().map(|w| w.recv().is_ok()).unwrap_or(false)).await },
+            )
+        };
+        while checks.free_slots() != 0 {
+            tokio::task::yield_now().await;
+        }
+        // The queue (32 per slot) fills; the next check is refused at once.
+        let mut queued = Vec::new();
+        for _ in 0..WAITING_PER_SLOT {
+            let checks = checks.clone();
+            queued.push(tokio::spawn(async move { checks.run(|| true).await }));
+        }
+        while checks.waiting.load(std::sync::atomic::Ordering::Acquire) < WAITING_PER_SLOT {
+            tokio::task::yield_now().await;
+        }
+        let refused = checks.run(|| true).await.expect_err("over the queue");
+        assert!(matches!(&refused, AuthError::Unavailable(m) if m.contains("too many password checks")), "{refused:?}");
+        release.send(()).expect("release");
+        assert_eq!(holder.await.expect("join").expect("ran"), true);
+        for q in queued {
+            assert_eq!(q.await.expect("join").expect("queued checks run"), true);
+        }
     }
 
     #[test]

@@ -5,8 +5,10 @@
 //! Handshake, and on any call authenticated by password, the reply carries
 //! `authorization: Bearer <session token>` so clients (ADBC, JDBC) switch to the cheap path.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::DecodePaddingMode;
@@ -72,17 +74,96 @@ impl Authenticated {
     }
 }
 
+/// Failed logins counted per user and per client address over a fixed window; past a limit,
+/// further logins for that user (or from that address) are refused without running the
+/// chain, so password guessing costs the gateway nothing and locks out no one for long.
+pub struct LoginThrottle {
+    per_user: u32,
+    per_address: u32,
+    failures: moka::sync::Cache<String, Arc<parking_lot::Mutex<(u32, Instant)>>>,
+    window: Duration,
+}
+
+impl LoginThrottle {
+    /// At most `per_user` failed logins for one user name and `per_address` from one address
+    /// per `window`; 0 is unlimited.
+    pub fn new(per_user: u32, per_address: u32, window: Duration) -> Self {
+        LoginThrottle {
+            per_user,
+            per_address,
+            failures: moka::sync::Cache::builder().max_capacity(100_000).time_to_live(window).build(),
+            window,
+        }
+    }
+
+    fn keys(user: Option<&str>, address: Option<IpAddr>) -> Vec<(String, bool)> {
+        let mut keys = Vec::new();
+        if let Some(u) = user.filter(|u| !u.is_empty()) {
+            keys.push((format!("user:{u}"), true));
+        }
+        if let Some(a) = address {
+            keys.push((format!("addr:{a}"), false));
+        }
+        keys
+    }
+
+    /// How long until a login for `user` from `address` may be tried again, if it may not now.
+    pub fn blocked(&self, user: Option<&str>, address: Option<IpAddr>) -> Option<Duration> {
+        Self::keys(user, address).into_iter().find_map(|(key, is_user)| {
+            let limit = if is_user { self.per_user } else { self.per_address };
+            let entry = self.failures.get(&key)?;
+            let (count, since) = *entry.lock();
+            (limit > 0 && count >= limit)
+                .then(|| self.window.saturating_sub(since.elapsed()).max(Duration::from_secs(1)))
+        })
+    }
+
+    /// Counts a failed login.
+    pub fn failed(&self, user: Option<&str>, address: Option<IpAddr>) {
+        for (key, _) in Self::keys(user, address) {
+            let entry = self.failures.get_with(key, || Arc::new(parking_lot::Mutex::new((0, Instant::now()))));
+            entry.lock().0 += 1;
+        }
+    }
+
+    /// A successful login clears the user's count (not the address's).
+    pub fn succeeded(&self, user: &str) {
+        self.failures.invalidate(&format!("user:{user}"));
+    }
+}
+
+impl Default for LoginThrottle {
+    fn default() -> Self {
+        LoginThrottle::new(10, 100, Duration::from_secs(60))
+    }
+}
+
 /// Shared authentication state: the method chain, the token issuer and the counters.
 pub struct AuthState {
     chain: AuthenticatorChain,
     tokens: SessionTokens,
     metrics: Arc<Metrics>,
+    throttle: LoginThrottle,
+    sessions: Option<crate::session::SessionStore>,
 }
 
 impl AuthState {
     /// A chain of methods plus the gateway's token issuer.
     pub fn new(chain: AuthenticatorChain, tokens: SessionTokens, metrics: Arc<Metrics>) -> Self {
-        AuthState { chain, tokens, metrics }
+        AuthState { chain, tokens, metrics, throttle: LoginThrottle::default(), sessions: None }
+    }
+
+    /// The same state limiting failed logins with `throttle`.
+    pub fn with_throttle(mut self, throttle: LoginThrottle) -> Self {
+        self.throttle = throttle;
+        self
+    }
+
+    /// The same state continuing a client's existing session (cookie) at login only when
+    /// `sessions` holds it for the same user: a client never picks its own session id.
+    pub fn with_sessions(mut self, sessions: crate::session::SessionStore) -> Self {
+        self.sessions = Some(sessions);
+        self
     }
 
     /// The configured method names, in order.
@@ -99,8 +180,9 @@ impl AuthState {
         headers: &http::HeaderMap,
         client_certificate: Option<Vec<u8>>,
         is_handshake: bool,
+        address: Option<IpAddr>,
     ) -> Result<Authenticated, AuthFailure> {
-        let result = self.authenticate_inner(headers, client_certificate, is_handshake).await;
+        let result = self.authenticate_inner(headers, client_certificate, is_handshake, address).await;
         match &result {
             Ok(done) => {
                 let method = if done.login { done.context.identity.method.as_str() } else { "token" };
@@ -119,6 +201,7 @@ impl AuthState {
         headers: &http::HeaderMap,
         client_certificate: Option<Vec<u8>>,
         is_handshake: bool,
+        address: Option<IpAddr>,
     ) -> Result<Authenticated, AuthFailure> {
         let mut credentials = parse_authorization(headers).map_err(|error| AuthFailure { method: "header", error })?;
         let cookie = headers.get(http::header::COOKIE).and_then(|v| v.to_str().ok()).and_then(cookie_session_id);
@@ -142,13 +225,43 @@ impl AuthState {
         if let (Credentials::None, Some(der)) = (&credentials, client_certificate) {
             credentials = Credentials::Certificate(der);
         }
-        let mut identity = self.chain.authenticate(&credentials).await?;
+        let claimed = match &credentials {
+            Credentials::Basic { user, .. } => Some(user.clone()),
+            _ => None,
+        };
+        if !matches!(credentials, Credentials::None)
+            && let Some(wait) = self.throttle.blocked(claimed.as_deref(), address)
+        {
+            return Err(AuthFailure {
+                method: "throttle",
+                error: AuthError::Unavailable(format!(
+                    "too many failed logins for this user or from this address; retry in {} s",
+                    wait.as_secs()
+                )),
+            });
+        }
+        let mut identity = match self.chain.authenticate(&credentials).await {
+            Ok(identity) => identity,
+            Err(failure) => {
+                if matches!(failure.error, AuthError::InvalidCredentials | AuthError::Denied(_)) {
+                    self.throttle.failed(claimed.as_deref(), address);
+                }
+                return Err(failure);
+            }
+        };
+        if claimed.is_some() {
+            self.throttle.succeeded(&identity.user);
+        }
         let negotiate_reply = identity.reply_token.take();
         tracing::info!(user = %identity.user, method = %identity.method, "login");
         // Any login with presented credentials, and every Handshake, gets a session token so
         // later calls skip the slow path (LDAP, KDC, JWKS).
         if is_handshake || !matches!(credentials, Credentials::None) {
-            let sid = cookie.unwrap_or_else(crate::tickets::new_id);
+            // A session named by the client's cookie continues only if it is already this
+            // user's; otherwise the gateway picks the id (no session fixation).
+            let continued =
+                cookie.filter(|id| self.sessions.as_ref().is_some_and(|store| store.get(id, &identity.user).is_some()));
+            let sid = continued.unwrap_or_else(crate::tickets::new_id);
             let token = self.tokens.issue(&identity, &sid);
             let context = CallContext { identity, session_id: Some(sid), source, client_tags, cache_control };
             Ok(Authenticated { context, token: Some(token), negotiate_reply, login: true })
@@ -197,6 +310,14 @@ pub fn parse_authorization(headers: &http::HeaderMap) -> Result<Credentials, Aut
             .map_err(|_| AuthError::Unsupported("malformed Negotiate token".into())),
         _ => Err(AuthError::Unsupported(format!("unsupported authorization scheme `{scheme}`"))),
     }
+}
+
+/// The client's address, from the connection (plain TCP or TLS).
+pub fn client_address(extensions: &http::Extensions) -> Option<IpAddr> {
+    if let Some(info) = extensions.get::<TcpConnectInfo>() {
+        return info.remote_addr().map(|a| a.ip());
+    }
+    extensions.get::<TlsConnectInfo<TcpConnectInfo>>().and_then(|i| i.get_ref().remote_addr()).map(|a| a.ip())
 }
 
 /// The verified client certificate (DER) of a TLS connection, if the client sent one.
@@ -256,7 +377,8 @@ where
         Box::pin(async move {
             let is_handshake = request.uri().path() == HANDSHAKE_PATH;
             let certificate = client_certificate(request.extensions());
-            match state.authenticate(request.headers(), certificate, is_handshake).await {
+            let address = client_address(request.extensions());
+            match state.authenticate(request.headers(), certificate, is_handshake, address).await {
                 Ok(done) => {
                     request.extensions_mut().insert(done.context.clone());
                     let mut response = inner.call(request).await?;
@@ -307,18 +429,44 @@ mod tests {
         let metrics = Arc::new(Metrics::new());
         let state = AuthState::new(chain, tokens, metrics.clone());
         let basic = format!("Basic {}", STANDARD.encode("alice:"));
-        let done = state.authenticate(&headers(&basic), None, true).await.expect("auth");
+        let done = state.authenticate(&headers(&basic), None, true, None).await.expect("auth");
         assert_eq!(done.context.identity.user, "alice");
         let token = done.token.expect("token on handshake");
-        let again = state.authenticate(&headers(&format!("Bearer {token}")), None, false).await.expect("token");
+        let again = state.authenticate(&headers(&format!("Bearer {token}")), None, false, None).await.expect("token");
         assert_eq!(again.context.identity.user, "alice");
         assert_eq!(again.context.session_id, done.context.session_id);
         assert!(again.token.is_none(), "no unrelated authorization header on ordinary calls");
         let forged = format!("Bearer {}x", token);
-        assert!(state.authenticate(&headers(&forged), None, false).await.is_err());
+        assert!(state.authenticate(&headers(&forged), None, false, None).await.is_err());
         let text = metrics.encode();
         assert!(text.contains(r#"method="open",result="success""#), "{text}");
         assert!(text.contains(r#"method="token",result="success""#), "{text}");
         assert!(text.contains(r#"method="token",result="failure",reason="invalid_token"} 1"#), "{text}");
+    }
+
+    #[test]
+    fn failed_logins_are_limited_per_user_and_per_address_and_success_clears_the_user() {
+        let throttle = LoginThrottle::new(3, 5, Duration::from_secs(60));
+        let here: Option<IpAddr> = "10.1.2.3".parse().ok();
+        let there: Option<IpAddr> = "10.9.9.9".parse().ok();
+        for _ in 0..3 {
+            assert!(throttle.blocked(Some("alice"), here).is_none());
+            throttle.failed(Some("alice"), here);
+        }
+        // alice is blocked from anywhere; bob from the same address is not (yet).
+        assert!(throttle.blocked(Some("alice"), there).is_some());
+        assert!(throttle.blocked(Some("bob"), here).is_none());
+        throttle.failed(Some("bob"), here);
+        throttle.failed(Some("carol"), here);
+        // Five failures from one address block it for every user.
+        assert!(throttle.blocked(Some("dave"), here).is_some());
+        assert!(throttle.blocked(Some("dave"), there).is_none());
+        throttle.succeeded("alice");
+        assert!(throttle.blocked(Some("alice"), there).is_none());
+        let unlimited = LoginThrottle::new(0, 0, Duration::from_secs(60));
+        for _ in 0..50 {
+            unlimited.failed(Some("eve"), here);
+        }
+        assert!(unlimited.blocked(Some("eve"), here).is_none());
     }
 }

@@ -323,15 +323,16 @@ impl ResultCache {
         Some(entry)
     }
 
-    /// Counts a request's outcome (per user; hit ratio).
+    /// Counts a request's outcome (and the hit ratio). `user` goes to the debug log only.
     pub fn count(&self, user: &str, status: CacheStatus) {
+        tracing::debug!(user, outcome = status.as_str(), "cache");
         match status {
             CacheStatus::Hit => self.hits.fetch_add(1, Ordering::Relaxed),
             CacheStatus::Miss => self.misses.fetch_add(1, Ordering::Relaxed),
             CacheStatus::Bypass => 0,
         };
         let (h, m) = (self.hits.load(Ordering::Relaxed), self.misses.load(Ordering::Relaxed));
-        self.metrics.cache_request(user, status.as_str(), h, m);
+        self.metrics.cache_request(status.as_str(), h, m);
         self.metrics.cache_held(self.entries.weighted_size(), self.entries.entry_count());
     }
 

@@ -79,7 +79,8 @@ fn main() -> ExitCode {
         eprintln!("quiver: auth.kerberos: cannot set the Kerberos environment: {e}");
         return ExitCode::FAILURE;
     }
-    match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // 8 MiB stacks: statements are walked recursively (within `server.max_statement_depth`).
+    match tokio::runtime::Builder::new_multi_thread().enable_all().thread_stack_size(8 * 1024 * 1024).build() {
         Ok(runtime) => runtime.block_on(run(cli)),
         Err(e) => {
             eprintln!("quiver: cannot start the runtime: {e}");

@@ -73,9 +73,8 @@ pub struct DecisionLabels {
 /// Labels of `quiver_cache_requests_total`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CacheLabels {
-    /// The caller.
-    pub user: String,
-    /// `HIT`, `MISS` or `BYPASS`.
+    /// `HIT`, `MISS` or `BYPASS`. (No user label: one series per user grows without bound and
+    /// shows every user name to whoever reads the metrics.)
     pub result: &'static str,
 }
 
@@ -157,11 +156,7 @@ impl Metrics {
         });
         registry.register("authz_decision_seconds", "Time one authorization decision took", decision_seconds.clone());
         let cache_requests = Family::<CacheLabels, Counter>::default();
-        registry.register(
-            "cache_requests",
-            "Statements by caller and cache outcome (HIT, MISS, BYPASS)",
-            cache_requests.clone(),
-        );
+        registry.register("cache_requests", "Statements by cache outcome (HIT, MISS, BYPASS)", cache_requests.clone());
         let cache_evictions = Family::<EvictionLabels, Counter>::default();
         registry.register("cache_evictions", "Cache entries removed, by reason", cache_evictions.clone());
         let cache_bytes = Gauge::default();
@@ -192,8 +187,8 @@ impl Metrics {
     }
 
     /// Counts a statement's cache outcome; `hits`/`misses` are the totals so far.
-    pub fn cache_request(&self, user: &str, result: &'static str, hits: u64, misses: u64) {
-        self.cache_requests.get_or_create(&CacheLabels { user: user.into(), result }).inc();
+    pub fn cache_request(&self, result: &'static str, hits: u64, misses: u64) {
+        self.cache_requests.get_or_create(&CacheLabels { result }).inc();
         if hits + misses > 0 {
             self.cache_hit_ratio.set(hits as f64 / (hits + misses) as f64);
         }

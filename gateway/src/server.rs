@@ -214,7 +214,17 @@ pub async fn start(config: QuiverConfig) -> anyhow::Result<RunningGateway> {
         sealer = sealer.also_accept(old);
     }
     let metrics = Arc::new(Metrics::new());
-    let auth = Arc::new(AuthState::new(authenticator_chain(&config)?, tokens, metrics.clone()));
+    let sessions = crate::session::SessionStore::default();
+    let throttle = crate::auth_layer::LoginThrottle::new(
+        config.auth.max_failed_logins_per_user,
+        config.auth.max_failed_logins_per_address,
+        Duration::from_secs(config.auth.failed_login_window_secs),
+    );
+    let auth = Arc::new(
+        AuthState::new(authenticator_chain(&config)?, tokens, metrics.clone())
+            .with_throttle(throttle)
+            .with_sessions(sessions.clone()),
+    );
     let authorizer = authorizer(&config, metrics.clone())?;
     let barrier_pools = config.pools.iter().filter(|p| p.policy_barrier).map(|p| p.name.clone()).collect();
     let enforcement = crate::authz::Enforcement::new(config.authorization.is_some(), barrier_pools)
@@ -231,6 +241,7 @@ pub async fn start(config: QuiverConfig) -> anyhow::Result<RunningGateway> {
         default_catalog: default_catalog.unwrap_or_else(|| "default".into()),
         default_schema: default_schema.unwrap_or_else(|| "default".into()),
         max_sql_bytes: quiver_engine::config::parse_bytes(&config.server.max_sql_size).map_err(anyhow::Error::msg)?,
+        max_statement_depth: config.server.max_statement_depth,
         max_request_bytes,
     };
     let admission = match &config.resource_groups {
@@ -253,6 +264,7 @@ pub async fn start(config: QuiverConfig) -> anyhow::Result<RunningGateway> {
     let queries =
         Arc::new(QueryRegistry::new(Duration::from_secs(config.server.ticket_ttl_secs), 1000, metrics.clone()));
     let service = GatewayService::new(router.clone(), sealer, authorizer, settings, queries.clone())?
+        .with_sessions(sessions)
         .with_admission(admission.clone())
         .with_enforcement(enforcement)
         .with_cache(cache.clone());
@@ -301,7 +313,8 @@ pub async fn start(config: QuiverConfig) -> anyhow::Result<RunningGateway> {
         cache,
     });
     tasks.push(tokio::spawn(async move {
-        let served = axum::serve(http_listener, routes(state)).with_graceful_shutdown(async move {
+        let app = routes(state).into_make_service_with_connect_info::<SocketAddr>();
+        let served = axum::serve(http_listener, app).with_graceful_shutdown(async move {
             let _ = rx.await;
         });
         if let Err(e) = served.await {

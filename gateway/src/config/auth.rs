@@ -72,6 +72,13 @@ pub struct AuthConfig {
     /// `[[auth.user_mapping]]`: principal -> user name rules, first match wins; when any are
     /// configured, a principal no rule matches is refused.
     pub user_mapping: Vec<UserMappingRule>,
+    /// Failed logins one user name may have per `failed_login_window_secs` before its logins
+    /// are refused (UNAVAILABLE) until the window ends; 0 is unlimited.
+    pub max_failed_logins_per_user: u32,
+    /// The same limit per client address.
+    pub max_failed_logins_per_address: u32,
+    /// The window the failed-login limits count over, in seconds.
+    pub failed_login_window_secs: u64,
 }
 
 impl Default for AuthConfig {
@@ -85,6 +92,9 @@ impl Default for AuthConfig {
             ldap: LdapConfig::default(),
             jwt: JwtConfig::default(),
             user_mapping: Vec::new(),
+            max_failed_logins_per_user: 10,
+            max_failed_logins_per_address: 100,
+            failed_login_window_secs: 60,
         }
     }
 }
@@ -162,6 +172,9 @@ impl AuthConfig {
         }
         if self.token_ttl_secs == 0 {
             push("auth.token_ttl_secs", "must be at least 1".into());
+        }
+        if self.failed_login_window_secs == 0 {
+            push("auth.failed_login_window_secs", "must be at least 1".into());
         }
         if let Err(e) = quiver_auth::UserMapping::new(&self.user_mapping) {
             push("auth.user_mapping", e);

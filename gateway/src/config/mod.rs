@@ -64,6 +64,11 @@ pub struct ServerConfig {
     pub max_request_size: String,
     /// Longest SQL text accepted, e.g. `"1MiB"`.
     pub max_sql_size: String,
+    /// Deepest statement accepted: parentheses plus the longest chain of `+ - * / % || AND OR`
+    /// in one expression (a chain is as deep as it is long, and everything that walks a
+    /// statement recurses that deep). Deeper statements are refused with INVALID_ARGUMENT.
+    /// At most 2000 (what a Quiver worker accepts).
+    pub max_statement_depth: usize,
     /// File holding the secret (at least 32 bytes) that signs session tokens, tickets and
     /// prepared-statement handles. Replicas that share it accept each other's tokens and
     /// tickets. Unset: a random secret per process (fine for one gateway).
@@ -90,6 +95,7 @@ impl Default for ServerConfig {
             http_addr: "127.0.0.1:8816".into(),
             max_request_size: "16MiB".into(),
             max_sql_size: "1MiB".into(),
+            max_statement_depth: 1000,
             secret_file: None,
             previous_secret_files: Vec::new(),
             tls: None,
@@ -359,6 +365,17 @@ impl QuiverConfig {
             if let Err(e) = parse_bytes(value) {
                 push!(key, e);
             }
+        }
+        if self.server.max_statement_depth == 0
+            || self.server.max_statement_depth > quiver_engine::sql::MAX_STATEMENT_DEPTH
+        {
+            push!(
+                "server.max_statement_depth",
+                format!(
+                    "must be between 1 and {} (what a Quiver worker accepts)",
+                    quiver_engine::sql::MAX_STATEMENT_DEPTH
+                )
+            );
         }
         let previous = self.server.previous_secret_files.iter().enumerate();
         let secrets = self.server.secret_file.iter().map(|p| ("server.secret_file".to_string(), p));

@@ -75,7 +75,8 @@ pub fn routes(state: Arc<HttpState>) -> Router {
 /// Authenticates an HTTP request; 401 with the accepted schemes in `www-authenticate` when it
 /// fails, 503 when the authentication back end is down.
 async fn authenticate(State(state): State<Arc<HttpState>>, mut request: Request, next: Next) -> Response {
-    match state.auth.authenticate(request.headers(), None, false).await {
+    let address = request.extensions().get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
+    match state.auth.authenticate(request.headers(), None, false, address).await {
         Ok(done) => {
             request.extensions_mut().insert(done.context.clone());
             let mut response = next.run(request).await;
