@@ -36,7 +36,7 @@ use quiver_auth::Identity;
 use quiver_engine::config::{CatalogConfig, EngineConfig};
 use quiver_gateway::authz::planning::{Planning, planning_state};
 use quiver_gateway::authz::rewrite::{
-    TablePolicy, TableRead, apply, deterministic, plan_expression, tables_read, to_sql,
+    TablePolicy, TableRead, apply, columns_read_info, deterministic, plan_expression, tables_read, to_sql,
 };
 use quiver_gateway::pool::{PoolCatalog, TableInfo};
 use quiver_policies::opa::{OpaAuthorizer, OpaConfig, RegoEngine};
@@ -149,7 +149,7 @@ async fn decisions(
         let resource = Resource::Table { table: table.clone(), columns: read.columns.clone() };
         authz.check(id, Operation::SelectFromColumns, &resource).await?;
         let filters = authz.row_filters(id, table).await?;
-        let columns = read.columns_read_info();
+        let columns = columns_read_info(read);
         let masks = if columns.is_empty() { BTreeMap::new() } else { authz.column_masks(id, table, &columns).await? };
         out.insert(table.clone(), (filters, masks));
     }

@@ -59,25 +59,34 @@ pub fn analyze(sql: &str, default_catalog: &str, default_schema: &str) -> Result
     Ok(Analysis { query_type: query_type(&statement), tables, catalogs })
 }
 
+/// The statement's Trino query type. EXPLAIN ANALYZE runs the statement it wraps, so it is of
+/// that statement's type: `EXPLAIN ANALYZE INSERT ...` is an INSERT (checked, admitted and
+/// invalidating the cache as one); plain EXPLAIN runs nothing and is EXPLAIN.
 fn query_type(statement: &Statement) -> QueryType {
     match statement {
+        Statement::Explain(e) if e.options.analyze => query_type(&e.statement),
         Statement::Explain(_) => QueryType::Explain,
         Statement::CreateExternalTable(_) => QueryType::DataDefinition,
         Statement::CopyTo(_) => QueryType::Insert,
         Statement::Reset(_) => QueryType::DataDefinition,
-        Statement::Statement(s) => match s.as_ref() {
-            Sql::Query(_) | Sql::ShowTables { .. } | Sql::ShowColumns { .. } | Sql::ShowVariable { .. } => {
-                QueryType::Select
-            }
-            Sql::Explain { .. } => QueryType::Explain,
-            Sql::ExplainTable { .. } => QueryType::Describe,
-            Sql::Insert(_) => QueryType::Insert,
-            Sql::Update { .. } => QueryType::Update,
-            Sql::Merge { .. } => QueryType::Merge,
-            Sql::Delete(_) | Sql::Truncate { .. } => QueryType::Delete,
-            Sql::Analyze { .. } => QueryType::Analyze,
-            _ => QueryType::DataDefinition,
-        },
+        Statement::Statement(s) => sql_query_type(s),
+    }
+}
+
+fn sql_query_type(statement: &Sql) -> QueryType {
+    match statement {
+        Sql::Query(_) | Sql::ShowTables { .. } | Sql::ShowColumns { .. } | Sql::ShowVariable { .. } => {
+            QueryType::Select
+        }
+        Sql::Explain { analyze: true, statement, .. } => sql_query_type(statement),
+        Sql::Explain { .. } => QueryType::Explain,
+        Sql::ExplainTable { .. } => QueryType::Describe,
+        Sql::Insert(_) => QueryType::Insert,
+        Sql::Update { .. } => QueryType::Update,
+        Sql::Merge { .. } => QueryType::Merge,
+        Sql::Delete(_) | Sql::Truncate { .. } => QueryType::Delete,
+        Sql::Analyze { .. } => QueryType::Analyze,
+        _ => QueryType::DataDefinition,
     }
 }
 
@@ -201,6 +210,11 @@ mod tests {
     fn statement_kinds_follow_trino_names() {
         let kind = |sql: &str| analyze(sql, "c", "s").expect(sql).query_type;
         assert_eq!(kind("EXPLAIN SELECT 1"), QueryType::Explain);
+        // EXPLAIN ANALYZE runs what it wraps: it is of that statement's type.
+        assert_eq!(kind("EXPLAIN ANALYZE INSERT INTO t VALUES (1)"), QueryType::Insert);
+        assert_eq!(kind("EXPLAIN ANALYZE DELETE FROM t"), QueryType::Delete);
+        assert_eq!(kind("EXPLAIN INSERT INTO t VALUES (1)"), QueryType::Explain);
+        assert_eq!(kind("EXPLAIN ANALYZE SELECT 1"), QueryType::Select);
         assert_eq!(kind("INSERT INTO t VALUES (1)"), QueryType::Insert);
         assert_eq!(kind("DELETE FROM t"), QueryType::Delete);
         assert_eq!(kind("CREATE TABLE t (a int)"), QueryType::DataDefinition);

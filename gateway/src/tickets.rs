@@ -72,6 +72,10 @@ pub enum Sealed {
         /// Under an access policy: what it was authorized as, to check again at execution.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         policy: Option<PreparedPolicy>,
+        /// For a statement that writes: the tables it names (cache entries reading them are
+        /// evicted before it reports success).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        writes: Vec<quiver_policies::TableRef>,
     },
 }
 

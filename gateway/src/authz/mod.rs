@@ -1,6 +1,10 @@
 //! Authorization of statements: every statement is planned in the gateway against the pool's
 //! tables, checked with Trino's operations on exactly the tables and columns it touches, and —
 //! when row filters or column masks apply — rewritten so the worker runs the effective query.
+//! What the worker runs is bound to what was checked: views are expanded here (never by the
+//! worker), the session defaults travel with the statement, and the objects and columns it was
+//! authorized against go with it as an [`Authorized`] manifest that Quiver workers verify
+//! before every execution (see `quiver_engine::authorized` and docs/authorization.md).
 //!
 //! Without an `[authorization]` section nothing is planned here: every statement goes to the
 //! worker as written (the authorizer allows everything).
@@ -11,11 +15,14 @@ pub mod rewrite;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::{DFSchema, TableReference};
 use datafusion::execution::session_state::SessionState;
 use datafusion::logical_expr::{DdlStatement, DmlStatement, Expr, LogicalPlan, WriteOp};
 use parking_lot::Mutex;
 use quiver_auth::Identity;
+use quiver_engine::handle::{Authorized, AuthorizedTable};
+use quiver_engine::reads::{QualifiedName, schema_fingerprint};
 use quiver_policies::{Operation, PolicyError, Resource, TableRef};
 use sha2::{Digest, Sha256};
 
@@ -24,7 +31,7 @@ use crate::error::{GatewayError, Result};
 use crate::flight::GatewayService;
 use crate::pool::{Pool, PoolCatalog};
 use planning::{Planning, planning_state};
-use rewrite::{TablePolicy, TableRead, plan_expression, resolve, tables_read};
+use rewrite::{TablePolicy, TableRead, columns_read_info, plan_expression, resolve, tables_read, tables_read_with};
 
 /// How statements are authorized.
 #[derive(Debug, Default)]
@@ -68,16 +75,25 @@ impl Enforcement {
 }
 
 /// A statement after authorization.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Effective {
-    /// What the worker runs: the statement as written, or its rewritten form.
+    /// What the worker runs: the statement as written, or — when row filters or masks apply,
+    /// or it reads views — the authorized plan written back as SQL (views expanded as the
+    /// gateway expanded them, every table fully qualified).
     pub sql: String,
-    /// Whether row filters or column masks changed it.
+    /// Whether `sql` differs from the statement as written.
     pub rewritten: bool,
     /// Tables that had row filters or masks for the caller.
     pub protected: Vec<TableRef>,
     /// For a query (not EXPLAIN, DML or DDL) that was planned: what the cache needs.
     pub facts: Option<QueryFacts>,
+    /// Under an access policy: the objects the statement was authorized against, which a
+    /// Quiver worker checks before it runs the statement ([`quiver_engine::authorized`]).
+    pub authorized: Option<Authorized>,
+    /// The statement's result columns as planned (None for statements without rows).
+    pub output: Option<SchemaRef>,
+    /// Its parameters (`$1`, `$2`, ...) with their types, in order.
+    pub parameters: Vec<(String, DataType)>,
 }
 
 /// What the result cache needs to know about a query.
@@ -100,12 +116,28 @@ impl QueryFacts {
 
 impl Effective {
     fn unchanged(sql: &str) -> Self {
-        Effective { sql: sql.to_string(), rewritten: false, protected: Vec::new(), facts: None }
+        Effective {
+            sql: sql.to_string(),
+            rewritten: false,
+            protected: Vec::new(),
+            facts: None,
+            authorized: None,
+            output: None,
+            parameters: Vec::new(),
+        }
     }
 
-    /// A digest of the effective SQL (prepared statements compare it at execution).
+    /// A digest of what the worker runs: the effective SQL and the objects it was authorized
+    /// against (prepared statements compare it at execution: a changed policy or a changed
+    /// object gives another digest).
     pub fn digest(&self) -> String {
-        Sha256::digest(self.sql.as_bytes()).iter().take(16).map(|b| format!("{b:02x}")).collect()
+        let mut h = Sha256::new();
+        h.update(self.sql.as_bytes());
+        if let Some(a) = &self.authorized {
+            h.update(b"\n");
+            h.update(serde_json::to_vec(a).unwrap_or_default());
+        }
+        h.finalize().iter().take(16).map(|b| format!("{b:02x}")).collect()
     }
 }
 
@@ -130,8 +162,12 @@ impl GatewayService {
     /// queries — AccessCatalog and SelectFromColumns for every table read (views expanded),
     /// then row filters and masks; writes — InsertIntoTable, DeleteFromTable,
     /// UpdateTableColumns, CreateTable, CreateView, DropTable, DropView, CreateSchema,
-    /// DropSchema on the target plus the reads; EXPLAIN — as its statement, refused when the
-    /// plan would show a filter or mask.
+    /// DropSchema on the target plus the reads; EXPLAIN and EXPLAIN ANALYZE — as the statement
+    /// they wrap, refused when the plan would show a filter or mask.
+    ///
+    /// Under a policy, an error never names what the caller may not see: a statement that does
+    /// not plan, or that is denied, is planned again against only what the caller may see, and
+    /// that error is the one returned (so a hidden table is "not found", like a missing one).
     pub(crate) async fn enforce(
         &self,
         ctx: &CallContext,
@@ -149,14 +185,19 @@ impl GatewayService {
         let options = state.config_mut().options_mut();
         options.catalog.default_catalog = catalog.to_string();
         options.catalog.default_schema = schema.to_string();
-        let plan = quiver_engine::sql::plan(&state, sql).await.map_err(engine_error)?;
+        let planned = quiver_engine::sql::plan(&state, sql).await;
         if !self.enforcement.enabled {
+            let plan = planned.map_err(engine_error)?;
             let mut effective = Effective::unchanged(sql);
             if is_query(&plan) {
                 effective.facts = Some(QueryFacts::of(&plan, catalog, schema));
             }
             return Ok(effective);
         }
+        let plan = match planned {
+            Ok(plan) => plan,
+            Err(e) => return Err(self.as_the_caller_sees_it(ctx, &view, sql, catalog, schema, engine_error(e)).await),
+        };
         let scope = Scope {
             ctx,
             state: &state,
@@ -166,23 +207,89 @@ impl GatewayService {
             planning: &planning,
             pool: &pool.name,
             catalogs_checked,
+            views_named: views_named(&state, &planning, sql, catalog, schema),
         };
+        match self.authorize(&scope, plan, sql).await {
+            Err(e @ GatewayError::Policy(PolicyError::Denied { .. })) => {
+                Err(self.as_the_caller_sees_it(ctx, &view, sql, catalog, schema, e).await)
+            }
+            other => other,
+        }
+    }
+
+    /// `error` as the caller may see it: the statement is planned again against only the
+    /// tables and columns the caller may see; if that fails, its error (which can name nothing
+    /// hidden, and says "not found" for hidden objects exactly as for missing ones) replaces
+    /// `error`.
+    async fn as_the_caller_sees_it(
+        &self,
+        ctx: &CallContext,
+        view: &PoolCatalog,
+        sql: &str,
+        catalog: &str,
+        schema: &str,
+        error: GatewayError,
+    ) -> GatewayError {
+        let visible = match self.visible_in(ctx, view).await {
+            Ok(v) => v,
+            Err(e) => return e,
+        };
+        let mut state = planning_state(&visible).await.state;
+        let options = state.config_mut().options_mut();
+        options.catalog.default_catalog = catalog.to_string();
+        options.catalog.default_schema = schema.to_string();
+        match quiver_engine::sql::plan(&state, sql).await {
+            Err(e) => engine_error(e),
+            // A denial of visible objects stands, naming only the visible columns among those
+            // refused (the audit log has them all).
+            Ok(_) if matches!(error, GatewayError::Policy(PolicyError::Denied { .. })) => match error {
+                GatewayError::Policy(PolicyError::Denied { user, operation, resource }) => {
+                    GatewayError::Policy(PolicyError::Denied {
+                        user,
+                        operation,
+                        resource: visible_only(&resource, &visible),
+                    })
+                }
+                other => other,
+            },
+            Ok(_) if matches!(error, GatewayError::Policy(_) | GatewayError::PermissionDenied(_)) => error,
+            Ok(_) => {
+                tracing::debug!(%error, "planning error hidden from the caller");
+                GatewayError::InvalidArgument("the statement cannot be planned".into())
+            }
+        }
+    }
+
+    async fn authorize(&self, scope: &Scope<'_>, plan: LogicalPlan, sql: &str) -> Result<Effective> {
         match &plan {
+            // EXPLAIN runs nothing, EXPLAIN ANALYZE runs the statement: either way the
+            // statement is checked as itself, so a write needs the write's permissions.
             LogicalPlan::Explain(e) => {
-                self.refuse_if_protected(&scope, &e.plan, "EXPLAIN").await?;
-                Ok(Effective::unchanged(sql))
+                self.authorize_wrapped(scope, &e.plan).await?;
+                self.refuse_if_protected(scope, &e.plan, "EXPLAIN").await?;
+                self.effective_as_written(scope, &plan, sql, &e.plan)
             }
             LogicalPlan::Analyze(a) => {
-                self.refuse_if_protected(&scope, &a.input, "EXPLAIN ANALYZE").await?;
-                Ok(Effective::unchanged(sql))
+                self.authorize_wrapped(scope, &a.input).await?;
+                self.refuse_if_protected(scope, &a.input, "EXPLAIN ANALYZE").await?;
+                self.effective_as_written(scope, &plan, sql, &a.input)
             }
             LogicalPlan::Dml(dml) => {
-                self.authorize_dml(&scope, dml).await?;
-                Ok(Effective::unchanged(sql))
+                self.authorize_dml(scope, dml).await?;
+                // Its input scans the target of DELETE / UPDATE too.
+                self.effective_as_written(scope, &plan, sql, &dml.input)
             }
             LogicalPlan::Ddl(ddl) => {
-                self.authorize_ddl(&scope, ddl).await?;
-                Ok(Effective::unchanged(sql))
+                self.authorize_ddl(scope, ddl).await?;
+                let input = match ddl {
+                    DdlStatement::CreateMemoryTable(c) => Some(c.input.as_ref()),
+                    DdlStatement::CreateView(c) => Some(c.input.as_ref()),
+                    _ => None,
+                };
+                match input {
+                    Some(input) => self.effective_as_written(scope, &plan, sql, input),
+                    None => Ok(self.effective_reading(scope, sql, BTreeMap::new())),
+                }
             }
             LogicalPlan::DescribeTable(_) => Err(denied(
                 "DESCRIBE is not available under an access policy; use SHOW COLUMNS or information_schema.columns, \
@@ -192,16 +299,92 @@ impl GatewayService {
             LogicalPlan::Statement(_) | LogicalPlan::Copy(_) => {
                 Err(denied(format!("this statement is not allowed under an access policy: {}", first_words(sql))))
             }
-            _ => self.authorize_query(&scope, plan, sql).await,
+            _ => self.authorize_query(scope, plan, sql).await,
         }
     }
 
+    /// The checks of a statement inside EXPLAIN / EXPLAIN ANALYZE.
+    async fn authorize_wrapped(&self, scope: &Scope<'_>, inner: &LogicalPlan) -> Result<()> {
+        match inner {
+            LogicalPlan::Dml(dml) => self.authorize_dml(scope, dml).await,
+            LogicalPlan::Ddl(ddl) => self.authorize_ddl(scope, ddl).await,
+            LogicalPlan::Explain(_) | LogicalPlan::Analyze(_) => Err(denied("nested EXPLAIN is not allowed".into())),
+            LogicalPlan::DescribeTable(_) | LogicalPlan::Statement(_) | LogicalPlan::Copy(_) => {
+                Err(denied("this statement is not allowed under an access policy".into()))
+            }
+            // Queries: SelectFromColumns is asked by `refuse_if_protected`.
+            _ => Ok(()),
+        }
+    }
+
+    /// A statement the worker runs as written (no filter or mask to apply), reading what
+    /// `reads_of` reads. If it names a view, the worker must not expand it itself: a query is
+    /// sent as the gateway's expansion; other statements naming a view are refused.
+    fn effective_as_written(
+        &self,
+        scope: &Scope<'_>,
+        plan: &LogicalPlan,
+        sql: &str,
+        reads_of: &LogicalPlan,
+    ) -> Result<Effective> {
+        let reads = tables_read_with(reads_of, scope.catalog, scope.schema, Some(scope.state));
+        let mut effective = self.effective_reading(scope, sql, reads);
+        if scope.views_named && !matches!(plan, LogicalPlan::Ddl(DdlStatement::CreateView(_))) {
+            effective.sql = match plan {
+                LogicalPlan::Explain(e) if is_query(&e.plan) => {
+                    let verbose = if e.verbose { "VERBOSE " } else { "" };
+                    format!("EXPLAIN {verbose}{}", unparse(&e.plan)?)
+                }
+                LogicalPlan::Analyze(a) if is_query(&a.input) => {
+                    let verbose = if a.verbose { "VERBOSE " } else { "" };
+                    format!("EXPLAIN ANALYZE {verbose}{}", unparse(&a.input)?)
+                }
+                LogicalPlan::Dml(dml) if matches!(dml.op, WriteOp::Insert(_)) => {
+                    let target = resolve(&dml.table_name, scope.catalog, scope.schema);
+                    format!("INSERT INTO {} {}", quoted(&target), unparse(&dml.input)?)
+                }
+                LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(c)) if c.constraints.is_empty() => {
+                    let target = resolve(&c.name, scope.catalog, scope.schema);
+                    let or_replace = if c.or_replace { "OR REPLACE " } else { "" };
+                    let if_not_exists = if c.if_not_exists { "IF NOT EXISTS " } else { "" };
+                    format!("CREATE {or_replace}TABLE {if_not_exists}{} AS {}", quoted(&target), unparse(&c.input)?)
+                }
+                _ if is_query(plan) => unparse(plan)?,
+                _ => {
+                    return Err(GatewayError::InvalidArgument(
+                        "under an access policy this statement cannot read a view; read the tables it is built on"
+                            .into(),
+                    ));
+                }
+            };
+            effective.rewritten = true;
+        }
+        Ok(effective)
+    }
+
+    /// The statement as written, authorized against `reads`.
+    fn effective_reading(&self, _scope: &Scope<'_>, sql: &str, reads: BTreeMap<TableRef, TableRead>) -> Effective {
+        let mut effective = Effective::unchanged(sql);
+        effective.authorized = Some(manifest(&reads, &BTreeMap::new()));
+        effective
+    }
+
     async fn authorize_query(&self, scope: &Scope<'_>, plan: LogicalPlan, sql: &str) -> Result<Effective> {
-        let policies = self.read_policies(scope, &plan).await?;
+        let reads = tables_read_with(&plan, scope.catalog, scope.schema, Some(scope.state));
+        let policies = self.policies_for(scope, &reads).await?;
         let tables: BTreeSet<TableRef> = policies.keys().cloned().collect();
+        let authorized = manifest(&reads, &policies);
+        let (output, parameters) = signature(&plan)?;
         if policies.values().all(TablePolicy::is_empty) {
             let mut effective = Effective::unchanged(sql);
             effective.facts = Some(QueryFacts { tables, deterministic: rewrite::deterministic(&plan) });
+            if scope.views_named {
+                effective.sql = unparse(&plan)?;
+                effective.rewritten = true;
+            }
+            effective.authorized = Some(authorized);
+            effective.output = output;
+            effective.parameters = parameters;
             return Ok(effective);
         }
         let protected: Vec<TableRef> = policies.iter().filter(|(_, p)| !p.is_empty()).map(|(t, _)| t.clone()).collect();
@@ -215,7 +398,15 @@ impl GatewayService {
         })?;
         tracing::debug!(user = %scope.ctx.identity.user, tables = ?protected.iter().map(|t| t.to_string()).collect::<Vec<_>>(), "row filters and masks applied");
         let facts = QueryFacts { tables, deterministic: rewrite::deterministic(&rewritten) };
-        Ok(Effective { sql: effective, rewritten: true, protected, facts: Some(facts) })
+        Ok(Effective {
+            sql: effective,
+            rewritten: true,
+            protected,
+            facts: Some(facts),
+            authorized: Some(authorized),
+            output,
+            parameters,
+        })
     }
 
     async fn refuse_if_protected(&self, scope: &Scope<'_>, plan: &LogicalPlan, what: &str) -> Result<()> {
@@ -231,7 +422,7 @@ impl GatewayService {
 
     /// Checks every table `plan` reads and returns the planned filters and masks per table.
     async fn read_policies(&self, scope: &Scope<'_>, plan: &LogicalPlan) -> Result<BTreeMap<TableRef, TablePolicy>> {
-        let reads = tables_read(plan, scope.catalog, scope.schema);
+        let reads = tables_read_with(plan, scope.catalog, scope.schema, Some(scope.state));
         self.policies_for(scope, &reads).await
     }
 
@@ -279,7 +470,7 @@ impl GatewayService {
         let id = &scope.ctx.identity;
         let filters = self.authorizer.row_filters(id, table).await?;
         // Masks only matter for the columns the statement reads.
-        let columns = read.columns_read_info();
+        let columns = columns_read_info(read);
         let masks = if columns.is_empty() {
             BTreeMap::new()
         } else {
@@ -308,6 +499,7 @@ impl GatewayService {
         Ok(policy)
     }
 
+    /// Checks a DML statement: the operation on its target, and what it reads.
     async fn authorize_dml(&self, scope: &Scope<'_>, dml: &DmlStatement) -> Result<()> {
         let id = &scope.ctx.identity;
         let target = resolve(&dml.table_name, scope.catalog, scope.schema);
@@ -320,7 +512,7 @@ impl GatewayService {
         };
         self.authorizer.check(id, Operation::AccessCatalog, &Resource::Catalog(target.catalog.clone())).await?;
         self.authorizer.check(id, operation, &Resource::Table { table: target.clone(), columns }).await?;
-        let mut reads = tables_read(&dml.input, scope.catalog, scope.schema);
+        let mut reads = tables_read_with(&dml.input, scope.catalog, scope.schema, Some(scope.state));
         if matches!(dml.op, WriteOp::Delete | WriteOp::Update | WriteOp::Truncate)
             && let Some(read) = reads.remove(&target)
         {
@@ -403,7 +595,7 @@ impl GatewayService {
         self.authorizer.check(id, Operation::AccessCatalog, &Resource::Catalog(catalog)).await?;
         self.authorizer.check(id, operation, &resource).await?;
         if let Some(input) = input {
-            let reads = tables_read(input, scope.catalog, scope.schema);
+            let reads = tables_read_with(input, scope.catalog, scope.schema, Some(scope.state));
             if matches!(ddl, DdlStatement::CreateView(_)) {
                 // A view runs with the rights of whoever queries it (the gateway expands it
                 // and applies their filters), so its creator only needs to read what it reads.
@@ -427,6 +619,87 @@ struct Scope<'a> {
     pool: &'a str,
     /// Catalogs whose AccessCatalog was already allowed for this call.
     catalogs_checked: &'a BTreeSet<String>,
+    /// The statement names a view (which the gateway expands; the worker must not).
+    views_named: bool,
+}
+
+/// A denied resource as the caller may see it: `columns a, b of table t` names no column
+/// missing from `t` in `visible`.
+fn visible_only(resource: &str, visible: &PoolCatalog) -> String {
+    let Some((columns, table)) = resource.strip_prefix("columns ").and_then(|r| r.split_once(" of table ")) else {
+        return resource.to_string();
+    };
+    let shown = visible.tables.iter().find(|t| format!("{}.{}.{}", t.catalog, t.schema, t.table) == table);
+    let visible = |c: &&str| shown.is_some_and(|t| t.arrow_schema.field_with_name(c).is_ok());
+    if columns.split(", ").all(|c| visible(&c)) {
+        return resource.to_string();
+    }
+    format!("table {table} (it reads columns you may not read)")
+}
+
+/// Whether `sql` names a view of the pool (CTE names aside).
+fn views_named(state: &SessionState, planning: &Planning, sql: &str, catalog: &str, schema: &str) -> bool {
+    if planning.views.is_empty() {
+        return false;
+    }
+    let Ok(statement) = quiver_engine::sql::parse(state, sql) else { return true };
+    let normalize = state.config_options().sql_parser.enable_ident_normalization;
+    match datafusion::sql::resolve::resolve_table_references(&statement, normalize) {
+        Ok((relations, _)) => relations.iter().any(|r| planning.views.contains(&resolve(r, catalog, schema))),
+        Err(_) => true,
+    }
+}
+
+/// The authorized plan written back as SQL for the worker.
+fn unparse(plan: &LogicalPlan) -> Result<String> {
+    rewrite::to_sql(plan).map_err(|e| {
+        GatewayError::InvalidArgument(format!(
+            "under an access policy this statement is sent to the worker as the gateway planned it, and it \
+             cannot be written back as SQL: {e}"
+        ))
+    })
+}
+
+/// `"catalog"."schema"."table"`.
+fn quoted(t: &TableRef) -> String {
+    let q = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
+    format!("{}.{}.{}", q(&t.catalog), q(&t.schema), q(&t.table))
+}
+
+/// What a Quiver worker checks before it runs the statement: each table read with the columns
+/// of its own reads and of the policies applied to it, and the fingerprint of its columns.
+fn manifest(reads: &BTreeMap<TableRef, TableRead>, policies: &BTreeMap<TableRef, TablePolicy>) -> Authorized {
+    let tables = reads
+        .iter()
+        .map(|(t, read)| {
+            let mut columns: BTreeSet<String> = read.columns.iter().cloned().collect();
+            if let Some(policy) = policies.get(t) {
+                columns.extend(rewrite::policy_columns(policy));
+            }
+            AuthorizedTable {
+                name: QualifiedName::new(&t.catalog, &t.schema, &t.table),
+                fingerprint: schema_fingerprint(&read.schema),
+                columns: columns.into_iter().collect(),
+            }
+        })
+        .collect();
+    Authorized { tables }
+}
+
+/// A query's result columns (as the worker sends them) and its parameters in order.
+fn signature(plan: &LogicalPlan) -> Result<(Option<SchemaRef>, Vec<(String, DataType)>)> {
+    let output = is_query(plan).then(|| quiver_engine::flight_schema(plan.schema().as_arrow()));
+    let mut parameters: Vec<(usize, String, DataType)> = plan
+        .get_parameter_types()
+        .map_err(|e| GatewayError::InvalidArgument(format!("parameters: {e}")))?
+        .into_iter()
+        .map(|(name, ty)| {
+            let index = name.trim_start_matches('$').parse::<usize>().unwrap_or(usize::MAX);
+            (index, name, ty.unwrap_or(DataType::Null))
+        })
+        .collect();
+    parameters.sort();
+    Ok((output, parameters.into_iter().map(|(_, n, t)| (n, t)).collect()))
 }
 
 fn as_identity<'a>(id: &'a Identity, other: Option<&'a str>) -> (&'a str, &'a [String]) {

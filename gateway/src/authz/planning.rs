@@ -6,11 +6,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider, MemorySchemaProvider, SchemaProvider};
+use datafusion::common::TableReference;
+use datafusion::common::tree_node::Transformed;
 use datafusion::datasource::empty::EmptyTable;
 use datafusion::datasource::view::ViewTable;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::session_state::SessionState;
-use datafusion::logical_expr::{DdlStatement, LogicalPlan};
+use datafusion::logical_expr::{DdlStatement, LogicalPlan, SubqueryAlias, TableScanBuilder};
 use datafusion::prelude::SessionConfig;
 
 use quiver_policies::TableRef;
@@ -24,12 +26,20 @@ pub struct Planning {
     pub state: SessionState,
     /// Views the gateway could not expand (no definition, or one that does not plan here).
     pub opaque_views: BTreeSet<TableRef>,
+    /// Every view of the pool (expanded or not).
+    pub views: BTreeSet<TableRef>,
 }
 
 /// Builds a session whose catalogs hold `catalog`'s tables (no data) and views (planned from
 /// their definitions, so they expand into the tables they read).
 pub async fn planning_state(catalog: &PoolCatalog) -> Planning {
     let mut opaque_views = BTreeSet::new();
+    let views_all: BTreeSet<TableRef> = catalog
+        .tables
+        .iter()
+        .filter(|t| t.table_type == "VIEW" || t.definition.is_some())
+        .map(|t| TableRef::new(&t.catalog, &t.schema, &t.table))
+        .collect();
     let mut config = SessionConfig::new().with_information_schema(true).with_create_default_catalog_and_schema(false);
     // The same string types the engine plans with.
     config.options_mut().sql_parser.map_string_types_to_utf8view = false;
@@ -96,7 +106,16 @@ pub async fn planning_state(catalog: &PoolCatalog) -> Planning {
             options.catalog.default_schema = t.schema.clone();
             match view_state.create_logical_plan(definition).await {
                 Ok(LogicalPlan::Ddl(DdlStatement::CreateView(view))) => {
-                    let table = ViewTable::new(Arc::unwrap_or_clone(view.input), Some(definition.clone()));
+                    // Names inside the view resolve against the view's own catalog and schema,
+                    // not those of the statement that reads it: name every table in full.
+                    let input = match qualify_scans(Arc::unwrap_or_clone(view.input), &t.catalog, &t.schema) {
+                        Ok(input) => input,
+                        Err(e) => {
+                            failed.push((t, definition, schema, e));
+                            continue;
+                        }
+                    };
+                    let table = ViewTable::new(input, Some(definition.clone()));
                     let _ = schema.deregister_table(&t.table);
                     let _ = schema.register_table(t.table.clone(), Arc::new(table));
                 }
@@ -109,7 +128,7 @@ pub async fn planning_state(catalog: &PoolCatalog) -> Planning {
             }
         }
         if failed.is_empty() {
-            return Planning { state, opaque_views };
+            return Planning { state, opaque_views, views: views_all };
         }
         if failed.len() == before || round == 8 {
             for (t, _, schema, e) in failed {
@@ -117,8 +136,31 @@ pub async fn planning_state(catalog: &PoolCatalog) -> Planning {
                 tracing::warn!(view = %format!("{}.{}.{}", t.catalog, t.schema, t.table), error = %e, "view definition does not plan in the gateway; treated as a table");
                 let _ = schema.register_table(t.table.clone(), Arc::new(EmptyTable::new(t.arrow_schema.clone())));
             }
-            return Planning { state, opaque_views };
+            return Planning { state, opaque_views, views: views_all };
         }
         pending = failed.into_iter().map(|(t, d, s, _)| (t, d, s)).collect();
     }
+}
+
+/// Every scan in `plan` (subqueries included) names its table in full, resolved against
+/// `catalog` and `schema`; an alias keeps the name the plan used, so nothing above changes.
+fn qualify_scans(plan: LogicalPlan, catalog: &str, schema: &str) -> datafusion::common::Result<LogicalPlan> {
+    plan.transform_up_with_subqueries(|node| match node {
+        LogicalPlan::TableScan(scan) if !matches!(scan.table_name, TableReference::Full { .. }) => {
+            let r = scan.table_name.clone().resolve(catalog, schema);
+            let name = scan.table_name.clone();
+            let full = TableReference::full(r.catalog, r.schema, r.table);
+            let scan = TableScanBuilder::new(full, scan.source)
+                .with_projection(scan.projection)
+                .with_filters(scan.filters)
+                .with_fetch(scan.fetch)
+                .build()?;
+            Ok(Transformed::yes(LogicalPlan::SubqueryAlias(SubqueryAlias::try_new(
+                Arc::new(LogicalPlan::TableScan(scan)),
+                name,
+            )?)))
+        }
+        other => Ok(Transformed::no(other)),
+    })
+    .map(|t| t.data)
 }

@@ -21,34 +21,29 @@ use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{
     Cast, Expr, ExprSchemable, Filter, LogicalPlan, Projection, SubqueryAlias, TableScan, TableScanBuilder,
 };
-use datafusion::optimizer::optimize_projections::OptimizeProjections;
-use datafusion::optimizer::{Optimizer, OptimizerContext, OptimizerRule};
 use datafusion::sql::sqlparser::ast::{self, ExprWithAlias, Value, visit_expressions_mut};
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 use datafusion::sql::sqlparser::tokenizer::Token;
 use quiver_policies::{ColumnInfo, TableRef};
 
-/// A table a plan reads, with the columns it reads from it (over all its scans).
-#[derive(Debug, Clone)]
-pub struct TableRead {
-    /// The table's columns, all of them, as the plan knows them.
-    pub schema: datafusion::arrow::datatypes::SchemaRef,
-    /// The columns the statement reads, in table order (empty for `count(*)`).
-    pub columns: Vec<String>,
+pub use quiver_engine::reads::TableRead;
+
+/// The column names a table's policies may read when a statement runs: the columns of its row
+/// filters and masks.
+pub fn policy_columns(policy: &TablePolicy) -> BTreeSet<String> {
+    policy.filters.iter().chain(policy.masks.values()).flat_map(|e| e.column_refs()).map(|c| c.name.clone()).collect()
 }
 
-impl TableRead {
-    /// The columns read, with their Trino type names: what column masks are asked for (a
-    /// column used anywhere, in a predicate, a join or an ORDER BY, is read).
-    pub fn columns_read_info(&self) -> Vec<ColumnInfo> {
-        self.schema
-            .fields()
-            .iter()
-            .filter(|f| self.columns.contains(f.name()))
-            .map(|f| ColumnInfo::new(f.name(), trino_type(f.data_type())))
-            .collect()
-    }
+/// The columns read, with their Trino type names: what column masks are asked for (a column
+/// used anywhere, in a predicate, a join or an ORDER BY, is read).
+pub fn columns_read_info(read: &TableRead) -> Vec<ColumnInfo> {
+    read.schema
+        .fields()
+        .iter()
+        .filter(|f| read.columns.contains(f.name()))
+        .map(|f| ColumnInfo::new(f.name(), trino_type(f.data_type())))
+        .collect()
 }
 
 /// The fully qualified name of `name` under the session defaults.
@@ -57,51 +52,25 @@ pub fn resolve(name: &TableReference, catalog: &str, schema: &str) -> TableRef {
     TableRef::new(r.catalog.as_ref(), r.schema.as_ref(), r.table.as_ref())
 }
 
-fn scans(plan: &LogicalPlan) -> Vec<TableScan> {
-    let mut out = Vec::new();
-    let _ = plan.apply_with_subqueries(|node| {
-        if let LogicalPlan::TableScan(scan) = node {
-            out.push(scan.clone());
-        }
-        Ok(TreeNodeRecursion::Continue)
-    });
-    out
+/// Every table `plan` reads (views, CTEs and subqueries expanded by planning) with exactly the
+/// columns it reads: projection pruning, plus — with `optimizer` — the columns the fully
+/// optimized plan scans (decorrelated LATERAL and correlated subqueries read columns that
+/// pruning alone loses). See [`quiver_engine::reads`], which workers use to check the same.
+pub fn tables_read_with(
+    plan: &LogicalPlan,
+    catalog: &str,
+    schema: &str,
+    optimizer: Option<&SessionState>,
+) -> BTreeMap<TableRef, TableRead> {
+    quiver_engine::reads::tables_read(plan, catalog, schema, optimizer)
+        .into_iter()
+        .map(|(t, r)| (TableRef::new(&t.catalog, &t.schema, &t.table), r))
+        .collect()
 }
 
-/// Every table `plan` reads (through views, CTEs and subqueries, which planning has already
-/// expanded), with exactly the columns it reads: resolved by DataFusion's projection pruning,
-/// so `*`, aliases, joins and nested queries all come down to table columns.
+/// [`tables_read_with`] by projection pruning alone.
 pub fn tables_read(plan: &LogicalPlan, catalog: &str, schema: &str) -> BTreeMap<TableRef, TableRead> {
-    let mut out: BTreeMap<TableRef, TableRead> = BTreeMap::new();
-    for scan in scans(plan) {
-        out.entry(resolve(&scan.table_name, catalog, schema))
-            .or_insert_with(|| TableRead { schema: scan.source.schema(), columns: Vec::new() });
-    }
-    let rules: Vec<Arc<dyn OptimizerRule + Send + Sync>> = vec![Arc::new(OptimizeProjections::new())];
-    let pruned = Optimizer::with_rules(rules).optimize(plan.clone(), &OptimizerContext::new(), |_, _| {});
-    let mut used: BTreeMap<TableRef, BTreeSet<usize>> = BTreeMap::new();
-    match pruned {
-        Ok(pruned) => {
-            for scan in scans(&pruned) {
-                let all = 0..scan.source.schema().fields().len();
-                let indices: Vec<usize> = scan.projection.clone().unwrap_or_else(|| all.collect());
-                used.entry(resolve(&scan.table_name, catalog, schema)).or_default().extend(indices);
-            }
-        }
-        Err(e) => {
-            // Cannot tell the columns apart: every column of every table counts as read.
-            tracing::debug!(error = %e, "projection pruning failed; checking all columns");
-            for (t, read) in &out {
-                used.insert(t.clone(), (0..read.schema.fields().len()).collect());
-            }
-        }
-    }
-    for (t, read) in out.iter_mut() {
-        let indices = used.remove(t).unwrap_or_default();
-        read.columns =
-            indices.into_iter().filter_map(|i| read.schema.fields().get(i).map(|f| f.name().clone())).collect();
-    }
-    out
+    tables_read_with(plan, catalog, schema, None)
 }
 
 /// The planned row filters and masks of one table.
@@ -331,7 +300,7 @@ impl datafusion::sql::unparser::dialect::Dialect for EffectiveDialect {
 
 /// The SQL a worker runs for `plan`.
 pub fn to_sql(plan: &LogicalPlan) -> datafusion::common::Result<String> {
-    Ok(datafusion::sql::unparser::Unparser::new(&EffectiveDialect).plan_to_sql(plan)?.to_string())
+    Ok(datafusion::sql::unparser::Unparser::new(&EffectiveDialect).with_pretty(true).plan_to_sql(plan)?.to_string())
 }
 
 #[cfg(test)]
@@ -388,6 +357,55 @@ mod tests {
         // The effective SQL plans again.
         state.create_logical_plan(&out).await.unwrap_or_else(|e| panic!("{out}: {e}"));
         out
+    }
+
+    #[tokio::test]
+    async fn columns_read_through_views_self_joins_and_ctes_are_exactly_the_ones_used() {
+        let table =
+            |catalog: &str, schema: &str, name: &str, cols: &[(&str, DataType)], definition: Option<&str>| TableInfo {
+                catalog: catalog.into(),
+                schema: schema.into(),
+                table: name.into(),
+                table_type: if definition.is_some() { "VIEW".into() } else { "TABLE".into() },
+                arrow_schema: Arc::new(Schema::new(
+                    cols.iter().map(|(n, t)| Field::new(*n, t.clone(), false)).collect::<Vec<_>>(),
+                )),
+                definition: definition.map(String::from),
+            };
+        let customer = [
+            ("c_custkey", DataType::Int64),
+            ("c_nationkey", DataType::Int32),
+            ("c_phone", DataType::Utf8),
+            ("c_acctbal", DataType::Float64),
+        ];
+        let mut catalog = PoolCatalog::default();
+        catalog.catalogs.extend(["tpch".to_string(), "memory".to_string()]);
+        catalog.schemas.insert(("tpch".into(), "tiny".into()));
+        catalog.schemas.insert(("memory".into(), "default".into()));
+        catalog.tables.push(table("tpch", "tiny", "customer", &customer, None));
+        catalog.tables.push(table(
+            "memory",
+            "default",
+            "obj",
+            &[("c_nationkey", DataType::Int32), ("c_phone", DataType::Utf8)],
+            Some("CREATE VIEW memory.default.obj AS SELECT c_nationkey, c_phone FROM tpch.tiny.customer"),
+        ));
+        let state = planning_state(&catalog).await.state;
+        for sql in [
+            "SELECT c_nationkey, c_phone FROM memory.default.obj",
+            "SELECT c_nationkey, max(c_phone) FROM memory.default.obj GROUP BY c_nationkey",
+            "WITH x AS (SELECT * FROM memory.default.obj) SELECT c_nationkey, c_phone FROM x WHERE c_nationkey >= 0",
+            "SELECT o.c_nationkey, o.c_phone FROM memory.default.obj o WHERE EXISTS (SELECT 1 FROM memory.default.obj p \
+             WHERE p.c_nationkey = o.c_nationkey)",
+        ] {
+            let plan = state.create_logical_plan(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+            if let Err(e) = state.optimize(&plan) {
+                panic!("{sql}: does not optimize: {e}");
+            }
+            let reads = tables_read_with(&plan, "memory", "default", Some(&state));
+            let read = &reads[&TableRef::new("tpch", "tiny", "customer")];
+            assert_eq!(read.columns, vec!["c_nationkey".to_string(), "c_phone".to_string()], "{sql}");
+        }
     }
 
     #[test]

@@ -51,6 +51,8 @@ pub struct FlightSettings {
     pub default_schema: String,
     /// Longest SQL text accepted.
     pub max_sql_bytes: usize,
+    /// Deepest statement accepted (`server.max_statement_depth`).
+    pub max_statement_depth: usize,
     /// Largest gRPC message accepted from a client.
     pub max_request_bytes: usize,
 }
@@ -110,6 +112,12 @@ impl GatewayService {
             enforcement: Arc::new(crate::authz::Enforcement::default()),
             cache: None,
         })
+    }
+
+    /// The same service keeping sessions in `sessions` (shared with the authentication layer).
+    pub fn with_sessions(mut self, sessions: SessionStore) -> Self {
+        self.sessions = sessions;
+        self
     }
 
     /// The same service with a result cache.
@@ -209,13 +217,29 @@ impl GatewayService {
     }
 }
 
-/// Adds the session defaults to a request bound for a worker.
-pub(crate) fn with_defaults<T>(mut request: Request<T>, catalog: &str, schema: &str) -> Request<T> {
-    if let Ok(v) = catalog.parse() {
-        request.metadata_mut().insert(CATALOG_HEADER, v);
+/// The session defaults as worker request headers. A name that cannot travel in a header is
+/// refused rather than dropped: a worker would otherwise resolve names under its own defaults.
+pub(crate) struct DefaultsMetadata {
+    catalog: tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
+    schema: tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
+}
+
+impl DefaultsMetadata {
+    /// Sets the headers on `request`.
+    pub(crate) fn apply<T>(&self, request: &mut Request<T>) {
+        request.metadata_mut().insert(CATALOG_HEADER, self.catalog.clone());
+        request.metadata_mut().insert(SCHEMA_HEADER, self.schema.clone());
     }
-    if let Ok(v) = schema.parse() {
-        request.metadata_mut().insert(SCHEMA_HEADER, v);
-    }
-    request
+}
+
+/// See [`DefaultsMetadata`].
+pub(crate) fn defaults_metadata(catalog: &str, schema: &str) -> Result<DefaultsMetadata> {
+    let value = |what: &str, name: &str| {
+        name.parse().map_err(|_| {
+            GatewayError::InvalidArgument(format!(
+                "the session {what} `{name}` cannot be sent to this pool's workers (only printable ASCII names can)"
+            ))
+        })
+    };
+    Ok(DefaultsMetadata { catalog: value("catalog", catalog)?, schema: value("schema", schema)? })
 }

@@ -15,14 +15,16 @@ use bytes::Bytes;
 use prost::Message;
 use tonic::Request;
 
+use super::GatewayService;
 use super::statements::{CachePlan, Planned};
 use super::statements::{forwardable, put_update};
-use super::{GatewayService, with_defaults};
 use crate::auth_layer::CallContext;
 use crate::cache::CacheStatus;
 use crate::error::{GatewayError, Result};
 use crate::pool::{Pool, Worker};
 use crate::tickets::{PreparedPolicy, Sealed, new_id};
+use datafusion::arrow::datatypes::{Field, Schema};
+use quiver_policies::TableRef;
 use sha2::{Digest, Sha256};
 
 /// An opened prepared-statement handle.
@@ -32,22 +34,27 @@ pub(crate) struct Prepared {
     handle: Vec<u8>,
     update: bool,
     policy: Option<PreparedPolicy>,
+    /// For a statement that writes: the tables it names (cache entries reading them are
+    /// evicted before it reports success).
+    writes: Vec<TableRef>,
 }
 
 impl GatewayService {
     fn open_prepared(&self, ctx: &CallContext, sealed: &[u8]) -> Result<Prepared> {
         let open = |bytes: &[u8]| match self.sealer.open(&ctx.identity.user, bytes)? {
-            Sealed::Prepared { id, pool, handle, update, policy } => Ok((id, pool, handle, update, policy)),
+            Sealed::Prepared { id, pool, handle, update, policy, writes } => {
+                Ok((id, pool, handle, update, policy, writes))
+            }
             _ => Err(GatewayError::InvalidTicket("not a prepared-statement handle".into())),
         };
-        let (id, pool, mut handle, update, policy) = open(sealed)?;
+        let (id, pool, mut handle, update, policy, writes) = open(sealed)?;
         // A client that kept the creation handle gets the parameters it bound since.
         if let Some(latest) = self.bound.get(&id)
-            && let Ok((_, _, latest_handle, _, _)) = open(&latest)
+            && let Ok((_, _, latest_handle, _, _, _)) = open(&latest)
         {
             handle = latest_handle;
         }
-        Ok(Prepared { id, pool: self.router.pool(&pool)?, handle, update, policy })
+        Ok(Prepared { id, pool: self.router.pool(&pool)?, handle, update, policy, writes })
     }
 
     fn seal_prepared(&self, ctx: &CallContext, p: &Prepared, handle: Vec<u8>) -> Bytes {
@@ -59,6 +66,7 @@ impl GatewayService {
                 handle,
                 update: p.update,
                 policy: p.policy.clone(),
+                writes: p.writes.clone(),
             },
         )
     }
@@ -79,35 +87,57 @@ impl GatewayService {
             schema: schema.to_string(),
             digest: effective.digest(),
         });
-        query.query = effective.sql;
+        let update = analysis.query_type.is_write();
+        let writes: Vec<TableRef> = if update { analysis.tables.iter().cloned().collect() } else { vec![] };
+        let authorized = self.authorized_handle(&pool.name, &effective, catalog, schema);
+        let mut result = match (&authorized, &effective.output) {
+            // The gateway planned it: no worker round trip.
+            (Some(handle), output) if output.is_some() || update => ActionCreatePreparedStatementResult {
+                prepared_statement_handle: handle.clone().into(),
+                dataset_schema: schema_bytes(output.as_deref().filter(|_| !update).unwrap_or(&Schema::empty()))?,
+                parameter_schema: schema_bytes(&Schema::new(
+                    effective.parameters.iter().map(|(n, t)| Field::new(n, t.clone(), true)).collect::<Vec<_>>(),
+                ))?,
+            },
+            _ => {
+                query.query = effective.sql.clone();
+                let mut result = self.prepare_on_worker(&pool, query, catalog, schema).await?;
+                if let Some(handle) = &authorized {
+                    result.prepared_statement_handle = handle.clone().into();
+                }
+                result
+            }
+        };
+        let prepared =
+            Prepared { id: new_id(), pool, handle: result.prepared_statement_handle.to_vec(), update, policy, writes };
+        result.prepared_statement_handle = self.seal_prepared(ctx, &prepared, prepared.handle.clone());
+        Ok(result)
+    }
+
+    /// CreatePreparedStatement on a worker (for its handle and the statement's schemas).
+    async fn prepare_on_worker(
+        &self,
+        pool: &Arc<Pool>,
+        query: ActionCreatePreparedStatementRequest,
+        catalog: &str,
+        schema: &str,
+    ) -> Result<ActionCreatePreparedStatementResult> {
+        let headers = super::defaults_metadata(catalog, schema)?;
         let worker = pool.pick()?;
         let _inflight = worker.begin();
         let action = Action { r#type: "CreatePreparedStatement".into(), body: query.as_any().encode_to_vec().into() };
-        let mut results = worker
-            .client()
-            .do_action(with_defaults(Request::new(action), catalog, schema))
-            .await
-            .map_err(|s| worker.error(s))?
-            .into_inner();
+        let mut request = Request::new(action);
+        headers.apply(&mut request);
+        let mut results = worker.client().do_action(request).await.map_err(|s| worker.error(s))?.into_inner();
         let body = results
             .message()
             .await
             .map_err(|s| worker.error(s))?
             .ok_or_else(|| GatewayError::Internal(format!("worker {} returned no prepared statement", worker.uri)))?
             .body;
-        let mut result: ActionCreatePreparedStatementResult =
-            Any::decode(body).ok().and_then(|any| any.unpack().ok().flatten()).ok_or_else(|| {
-                GatewayError::Internal(format!("worker {} returned a malformed prepared statement", worker.uri))
-            })?;
-        let prepared = Prepared {
-            id: new_id(),
-            pool,
-            handle: result.prepared_statement_handle.to_vec(),
-            update: analysis.query_type.is_write(),
-            policy,
-        };
-        result.prepared_statement_handle = self.seal_prepared(ctx, &prepared, prepared.handle.clone());
-        Ok(result)
+        Any::decode(body).ok().and_then(|any| any.unpack().ok().flatten()).ok_or_else(|| {
+            GatewayError::Internal(format!("worker {} returned a malformed prepared statement", worker.uri))
+        })
     }
 
     /// DoPut(CommandPreparedStatementQuery): bind parameters on a worker, return the new handle.
@@ -148,6 +178,9 @@ impl GatewayService {
         let prepared = self.open_prepared(ctx, &cmd.prepared_statement_handle)?;
         let effective = self.recheck(ctx, &prepared).await?;
         let kind = if prepared.update { "INSERT" } else { "SELECT" };
+        if prepared.update {
+            self.invalidate_written(&prepared);
+        }
         let sql = prepared.policy.as_ref().map(|p| p.sql.as_str()).unwrap_or("");
         let cache_plan = match (&effective, &prepared.policy) {
             (Some(effective), Some(policy)) if !prepared.update => {
@@ -189,7 +222,7 @@ impl GatewayService {
             kind,
             sql,
             cache,
-            writes: vec![],
+            writes: prepared.writes.clone(),
         };
         Ok((self.seal_info(&planned, info, descriptor), status))
     }
@@ -209,13 +242,20 @@ impl GatewayService {
         let count = put_update(&worker, Request::new(outbound)).await;
         if prepared.update {
             prepared.pool.invalidate_catalog();
-            // Which tables a prepared update changes is not kept with its handle: every
-            // cached result could be stale.
-            if let Some(cache) = &self.cache {
-                cache.invalidate_all();
-            }
+            self.invalidate_written(&prepared);
         }
         count
+    }
+
+    /// Evicts the cached results a prepared write may have made stale: those reading the
+    /// tables it names (everything, for a handle that does not say).
+    fn invalidate_written(&self, prepared: &Prepared) {
+        let Some(cache) = &self.cache else { return };
+        if prepared.writes.is_empty() {
+            cache.invalidate_all();
+        } else {
+            cache.invalidate_tables(&prepared.writes.iter().cloned().collect());
+        }
     }
 
     /// ActionClosePreparedStatement: forget the bound parameters.
@@ -252,4 +292,15 @@ impl GatewayService {
         }
         Ok(Some(effective))
     }
+}
+
+/// A schema as Flight SQL carries it in prepared-statement results.
+fn schema_bytes(schema: &Schema) -> Result<Bytes> {
+    let arrow_flight::IpcMessage(bytes) =
+        arrow_flight::SchemaAsIpc::new(schema, &datafusion::arrow::ipc::writer::IpcWriteOptions::default())
+            .try_into()
+            .map_err(|e: datafusion::arrow::error::ArrowError| {
+                GatewayError::Internal(format!("encoding a schema: {e}"))
+            })?;
+    Ok(bytes)
 }

@@ -15,7 +15,7 @@ use std::collections::BTreeSet;
 use quiver_policies::{Operation, Resource, TableRef};
 use tonic::{Request, Status, Streaming};
 
-use super::{ClientInfo, FlightDataStream, GatewayService, with_defaults};
+use super::{ClientInfo, FlightDataStream, GatewayService, defaults_metadata};
 use crate::admission::Permit;
 use crate::auth_layer::CallContext;
 use crate::cache::{CacheKey, CacheStatus, CacheTicket, Control, Entry, Joined, ResultCache};
@@ -108,10 +108,31 @@ impl GatewayService {
                 self.settings.max_sql_bytes
             )));
         }
+        let depth =
+            quiver_engine::sql::statement_depth(sql).map_err(|e| GatewayError::InvalidArgument(e.to_string()))?;
+        if depth > self.settings.max_statement_depth {
+            return Err(GatewayError::InvalidArgument(format!(
+                "the statement nests about {depth} levels deep; the limit is {} (server.max_statement_depth)",
+                self.settings.max_statement_depth
+            )));
+        }
         self.authorizer.check(&ctx.identity, Operation::ExecuteQuery, &Resource::None).await?;
         let analysis = analyze(sql, catalog, schema)?;
         for c in &analysis.catalogs {
-            self.authorizer.check(&ctx.identity, Operation::AccessCatalog, &Resource::Catalog(c.clone())).await?;
+            let resource = Resource::Catalog(c.clone());
+            if let Err(e) = self.authorizer.check(&ctx.identity, Operation::AccessCatalog, &resource).await {
+                // A catalog the caller may not see is "not found", exactly as a missing one.
+                let hidden = matches!(e, quiver_policies::PolicyError::Denied { .. })
+                    && self
+                        .authorizer
+                        .filter(&ctx.identity, Operation::FilterCatalogs, std::slice::from_ref(&resource))
+                        .await?
+                        .is_empty();
+                if hidden {
+                    return Err(GatewayError::NotFound(format!("catalog `{c}` not found")));
+                }
+                return Err(e.into());
+            }
         }
         let client = super::client_info(self, ctx);
         let resource_group = self.admission.as_ref().and_then(|a| {
@@ -163,24 +184,43 @@ impl GatewayService {
         }
         let kind = analysis.query_type.as_str();
         let cache_plan = self.cache_plan(ctx, &effective, &pool.name, catalog, schema)?;
+        // A result evicted before its DoGet is planned again from the authorized handle.
+        let handle = self.authorized_handle(&pool.name, &effective, catalog, schema);
         let (ticket, status) = match cache_plan {
-            CachePlan::Hit(entry, ticket) => {
+            CachePlan::Hit(entry, mut ticket) => {
+                ticket.prepared = handle.clone();
                 let info = self.cached_info(ctx, &pool.name, kind, sql, &entry, ticket, descriptor)?;
                 return Ok((info, CacheStatus::Hit));
             }
-            CachePlan::Miss(ticket) => (Some(ticket), CacheStatus::Miss),
+            CachePlan::Miss(mut ticket) => {
+                ticket.prepared = handle.clone();
+                (Some(ticket), CacheStatus::Miss)
+            }
             CachePlan::Bypass => (None, CacheStatus::Bypass),
         };
-        let worker_descriptor = if effective.rewritten {
-            let command = CommandStatementQuery { query: effective.sql.clone(), transaction_id: None };
-            FlightDescriptor::new_cmd(command.as_any().encode_to_vec())
-        } else {
-            descriptor.clone()
+        let worker_command = match &handle {
+            Some(handle) => Some(
+                CommandPreparedStatementQuery { prepared_statement_handle: handle.clone().into() }
+                    .as_any()
+                    .encode_to_vec(),
+            ),
+            None if effective.rewritten => Some(
+                CommandStatementQuery { query: effective.sql.clone(), transaction_id: None }.as_any().encode_to_vec(),
+            ),
+            None => None,
         };
+        let worker_descriptor = match worker_command {
+            Some(cmd) => FlightDescriptor::new_cmd(cmd),
+            None => descriptor.clone(),
+        };
+        let headers = handle.is_none().then(|| defaults_metadata(catalog, schema)).transpose()?;
         // Planning has no side effects: a worker that cannot be reached is retried once.
         let (info, _worker) = pool
             .call_idempotent(|worker| {
-                let request = with_defaults(Request::new(worker_descriptor.clone()), catalog, schema);
+                let mut request = Request::new(worker_descriptor.clone());
+                if let Some(headers) = &headers {
+                    headers.apply(&mut request);
+                }
                 async move {
                     let _inflight = worker.begin();
                     worker.client().get_flight_info(request).await.map(|r| r.into_inner())
@@ -189,6 +229,30 @@ impl GatewayService {
             .await?;
         let planned = Planned { user: &ctx.identity.user, pool: &pool.name, write, kind, sql, cache: ticket, writes };
         Ok((self.seal_info(&planned, info, descriptor), status))
+    }
+
+    /// For a pool of Quiver workers under an access policy: the statement handle that makes
+    /// the worker run exactly what was authorized — the effective SQL, its defaults (sent in the
+    /// handle, never as headers a worker might drop) and the objects it was authorized against,
+    /// which the worker checks before every execution ([`quiver_engine::authorized`]).
+    pub(crate) fn authorized_handle(
+        &self,
+        pool: &str,
+        effective: &crate::authz::Effective,
+        catalog: &str,
+        schema: &str,
+    ) -> Option<Vec<u8>> {
+        let authorized = effective.authorized.clone()?;
+        if !self.enforcement.enabled || !self.enforcement.barrier_pools.contains(pool) {
+            return None;
+        }
+        let mut handle = quiver_engine::handle::StatementHandle::new(
+            effective.sql.clone(),
+            Some(catalog.to_string()),
+            Some(schema.to_string()),
+        );
+        handle.authorized = Some(authorized);
+        Some(handle.encode().to_vec())
     }
 
     /// Whether and how the cache serves this statement. A statement is eligible when it was
@@ -374,6 +438,7 @@ impl GatewayService {
             return Ok(ticket);
         }
         let pool = self.router.pool(pool)?;
+        let headers = prepared.is_none().then(|| defaults_metadata(&key.catalog, &key.schema)).transpose()?;
         let command = match prepared {
             Some(handle) => {
                 CommandPreparedStatementQuery { prepared_statement_handle: handle.into() }.as_any().encode_to_vec()
@@ -383,7 +448,10 @@ impl GatewayService {
         let descriptor = FlightDescriptor::new_cmd(command);
         let (info, _) = pool
             .call_idempotent(|worker| {
-                let request = with_defaults(Request::new(descriptor.clone()), &key.catalog, &key.schema);
+                let mut request = Request::new(descriptor.clone());
+                if let Some(headers) = &headers {
+                    headers.apply(&mut request);
+                }
                 async move {
                     let _inflight = worker.begin();
                     worker.client().get_flight_info(request).await.map(|r| r.into_inner())
@@ -571,17 +639,27 @@ impl GatewayService {
     ) -> Result<i64> {
         let (analysis, pool) = self.admit(ctx, sql, catalog, schema).await?;
         let effective = self.enforce(ctx, &pool, sql, catalog, schema, &analysis.catalogs).await?;
-        let command = effective.rewritten.then(|| {
-            arrow_flight::sql::CommandStatementUpdate { query: effective.sql.clone(), transaction_id: None }
-                .as_any()
-                .encode_to_vec()
-                .into()
-        });
+        let handle = self.authorized_handle(&pool.name, &effective, catalog, schema);
+        let command: Option<Bytes> = match handle {
+            Some(handle) => Some(
+                arrow_flight::sql::CommandPreparedStatementUpdate { prepared_statement_handle: handle.into() }
+                    .as_any()
+                    .encode_to_vec()
+                    .into(),
+            ),
+            None => effective.rewritten.then(|| {
+                arrow_flight::sql::CommandStatementUpdate { query: effective.sql.clone(), transaction_id: None }
+                    .as_any()
+                    .encode_to_vec()
+                    .into()
+            }),
+        };
         let never = crate::queries::CancelFlag::default();
         let _slot = self.admit_to_group(ctx, client, &new_id(), analysis.query_type.as_str(), &never, |_| {}).await?;
         let worker = pool.pick()?;
-        let count =
-            put_update(&worker, with_defaults(Request::new(forwardable(stream, command)), catalog, schema)).await;
+        let mut request = Request::new(forwardable(stream, command));
+        defaults_metadata(catalog, schema)?.apply(&mut request);
+        let count = put_update(&worker, request).await;
         if analysis.query_type.is_write() {
             pool.invalidate_catalog();
             if let Some(cache) = &self.cache {
