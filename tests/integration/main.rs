@@ -5,6 +5,7 @@ mod authentication;
 mod authorization;
 mod cache;
 mod common;
+mod enforcement;
 mod errors;
 mod gateway_surface;
 mod operations;

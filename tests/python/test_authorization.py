@@ -282,10 +282,14 @@ def test_adbc_pii_is_masked_and_keeps_names_and_types(opa, europe):
 # 2. A hidden column
 
 
-def test_adbc_hidden_column_is_permission_denied(opa):
-    err = refused(opa["alice"], "SELECT c_acctbal FROM customer")
-    assert "SelectFromColumns" in str(err) and "c_acctbal" in str(err), describe(err)
-    assert_permission_denied(err)
+def test_adbc_hidden_column_answers_like_a_missing_one(opa):
+    # A column alice may not see is "no field", exactly as a column that does not exist; the
+    # list of valid fields names only what she may see.
+    hidden = refused(opa["alice"], "SELECT c_acctbal FROM customer")
+    missing = refused(opa["alice"], "SELECT c_nosuchc FROM customer")
+    assert hidden.status_code == missing.status_code == AdbcStatusCode.INVALID_ARGUMENT, describe(hidden)
+    assert "No field named c_acctbal" in str(hidden), describe(hidden)
+    assert str(hidden).count("c_acctbal") == str(missing).count("c_nosuchc"), (describe(hidden), describe(missing))
     # The same column for erin (engineer): allowed.
     assert len(rows(opa["erin"], "SELECT c_acctbal FROM customer LIMIT 3")) == 3
 
@@ -472,9 +476,14 @@ def test_flight_masked_query_schema_matches_and_denial_is_permission_denied(raw)
     assert info.schema.names == ["c_custkey", "c_phone", "c_address"], info.schema
     assert all(PHONE_MASK.match(p) for p in got.column("c_phone").to_pylist())
     assert set(got.column("c_address").to_pylist()) == {"****"}
-    with pytest.raises(flight.FlightUnauthorizedError) as excinfo:
+    # A hidden column is "no field" (INVALID_ARGUMENT), as a missing one would be; a visible
+    # table she may not read is PERMISSION_DENIED.
+    with pytest.raises(pa.ArrowInvalid) as excinfo:
         _flight_query(client, alice, "SELECT c_acctbal FROM customer")
-    assert "c_acctbal" in str(excinfo.value), str(excinfo.value)
+    assert "No field named c_acctbal" in str(excinfo.value), str(excinfo.value)
+    with pytest.raises(flight.FlightUnauthorizedError) as excinfo:
+        _flight_query(client, alice, "SELECT * FROM customer")
+    assert "c_acctbal" not in str(excinfo.value), str(excinfo.value)
 
 
 # --------------------------------------------------------------------------------------
@@ -511,16 +520,16 @@ def test_rules_filter_and_masks(rules):
 def test_rules_denied_column_and_read_only_catalog(rules):
     alice = rules["alice"]
     err = refused(alice, "SELECT c_acctbal FROM customer")
-    assert "SelectFromColumns" in str(err) and "c_acctbal" in str(err), describe(err)
-    assert_permission_denied(err)
+    assert err.status_code == AdbcStatusCode.INVALID_ARGUMENT, describe(err)
+    assert "No field named c_acctbal" in str(err), describe(err)
     # analysts: "allow": "read-only" on tpch.
     err = refused(alice, f"CREATE TABLE tpch.tiny.t_{uuid.uuid4().hex[:8]} (a INT)")
     assert "CreateTable" in str(err), describe(err)
     assert_permission_denied(err)
     # No table rule lets alice read orders (the analysts' catch-all names customer|nation|region).
     err = refused(alice, "SELECT count(*) FROM orders")
-    assert "tpch.tiny.orders" in str(err), describe(err)
-    assert_permission_denied(err)
+    assert "tpch.tiny.orders" in str(err) and "not found" in str(err), describe(err)
+    assert err.status_code == AdbcStatusCode.NOT_FOUND, describe(err)
 
 
 def test_rules_analyst_without_own_rule_sees_no_rows(rules):
@@ -529,7 +538,67 @@ def test_rules_analyst_without_own_rule_sees_no_rows(rules):
     assert _rule("carol", "customer")["group"] == "privacy" and "privacy" not in AUTHZ_USERS["carol"]
     assert scalar(rules["erin"], "SELECT count(*) FROM customer") > 0
     assert scalar(rules["carol"], "SELECT count(*) FROM customer") == 0
-    # mallory (no group) matches no catalog rule.
+    # mallory (no group) matches no catalog rule: the catalog is "not found" to her.
     err = refused(rules["mallory"], "SELECT count(*) FROM nation")
-    assert "AccessCatalog" in str(err), describe(err)
+    assert "catalog `tpch` not found" in str(err), describe(err)
+    assert err.status_code == AdbcStatusCode.NOT_FOUND, describe(err)
+
+
+# --------------------------------------------------------------------------------------
+# Enforcement integrity (issue 11): what the worker runs is what the gateway authorized,
+# through the real ADBC driver (DB-API prepares every statement).
+
+
+def test_adbc_view_swapped_under_a_view_runs_the_gateways_expansion(opa):
+    alice = opa["alice"]
+    suffix = uuid.uuid4().hex[:8]
+    va, vb = f"memory.default.va_{suffix}", f"memory.default.vb_{suffix}"
+    for sql in [
+        f"CREATE VIEW {va} AS SELECT c_custkey, c_name, c_phone, c_address, c_nationkey FROM tpch.tiny.customer",
+        f"CREATE VIEW {vb} AS SELECT * FROM {va}",
+        f"DROP VIEW {va}",
+        f"CREATE VIEW {va} AS SELECT CAST(1 AS BIGINT) c_custkey, 'n' c_name, 'p' c_phone, "
+        f"'a' c_address, 1 c_nationkey",
+    ]:
+        rows(alice, sql)
+    assert rows(alice, f"SELECT count(*), count(DISTINCT c_nationkey) FROM {vb}") == [(1, 1)]
+    assert rows(alice, f"SELECT c_phone FROM {vb}") == [("p",)]
+
+
+def test_adbc_session_schema_with_non_ascii_name_is_the_one_used(opa_gateway):
+    suffix = uuid.uuid4().hex[:6]
+    schema = f"é{suffix}"
+    with opa_gateway.adbc("alice", password("alice")) as conn:
+        for sql in [
+            f'CREATE SCHEMA memory."{schema}"',
+            f'CREATE TABLE memory."{schema}".customer AS SELECT \'dummy\' AS c_phone',
+        ]:
+            rows(conn, sql)
+        conn.adbc_current_catalog = "memory"
+        conn.adbc_current_db_schema = schema
+        assert rows(conn, "SELECT c_phone FROM customer") == [("dummy",)]
+
+
+def test_adbc_explain_analyze_of_a_write_is_checked_as_the_write(opa, erin_nation_count):
+    alice = opa["alice"]
+    err = refused(alice, "EXPLAIN ANALYZE INSERT INTO tpch.tiny.nation VALUES (99, 'ALICELAND', 3, 'x')")
     assert_permission_denied(err)
+    assert scalar(opa["erin"], "SELECT count(*) FROM tpch.tiny.nation") == erin_nation_count
+
+
+@pytest.fixture(scope="module")
+def erin_nation_count(opa):
+    return scalar(opa["erin"], "SELECT count(*) FROM tpch.tiny.nation")
+
+
+def test_adbc_hidden_column_error_lists_no_hidden_column(opa):
+    err = refused(opa["alice"], "SELECT c_acctbl FROM tpch.tiny.customer")
+    assert "c_acctbal" not in str(err), describe(err)
+    assert "c_acctbl" in str(err), describe(err)
+
+
+def test_adbc_deep_statement_is_invalid_and_the_gateway_survives(opa):
+    alice = opa["alice"]
+    err = refused(alice, "SELECT " + "+".join(["1"] * 5000))
+    assert "max_statement_depth" in str(err), describe(err)
+    assert scalar(alice, "SELECT " + "+".join(["1"] * 500)) == 500
