@@ -625,18 +625,9 @@ impl FlightSqlService for EngineService {
             StatementHandle::new(query.query, header(&request, CATALOG_HEADER), header(&request, SCHEMA_HEADER));
         let state = self.engine.session(handle.catalog.as_deref(), handle.schema.as_deref());
         let plan = sql::plan(&state, &handle.sql).await?;
-        let mut params: Vec<(usize, String, DataType)> = plan
-            .get_parameter_types()
-            .map_err(EngineError::from)?
-            .into_iter()
-            .map(|(name, ty)| {
-                let index = name.trim_start_matches('$').parse::<usize>().unwrap_or(usize::MAX);
-                (index, name, ty.unwrap_or(DataType::Null))
-            })
-            .collect();
-        params.sort();
-        let parameter_schema =
-            Schema::new(params.into_iter().map(|(_, name, ty)| Field::new(name, ty, true)).collect::<Vec<_>>());
+        let parameter_schema = Schema::new(
+            sql::parameters(&plan)?.into_iter().map(|(name, ty)| Field::new(name, ty, true)).collect::<Vec<_>>(),
+        );
         // An empty dataset schema tells clients (the JDBC driver) that this is an update.
         let dataset_schema = match StatementKind::of(&plan) {
             StatementKind::Query => flight_schema(plan.schema().as_arrow()),

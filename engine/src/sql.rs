@@ -133,6 +133,21 @@ pub async fn plan(state: &SessionState, sql: &str) -> Result<LogicalPlan, Engine
     plan_authorized(state, sql, None).await
 }
 
+/// A statement's parameters (`$1`, `$2`, ...) with their types as planned (`Null` where the
+/// plan does not tell), in order.
+pub fn parameters(plan: &LogicalPlan) -> Result<Vec<(String, datafusion::arrow::datatypes::DataType)>, EngineError> {
+    let mut params: Vec<(usize, String, datafusion::arrow::datatypes::DataType)> = plan
+        .get_parameter_types()?
+        .into_iter()
+        .map(|(name, ty)| {
+            let index = name.trim_start_matches('$').parse::<usize>().unwrap_or(usize::MAX);
+            (index, name, ty.unwrap_or(datafusion::arrow::datatypes::DataType::Null))
+        })
+        .collect();
+    params.sort();
+    Ok(params.into_iter().map(|(_, name, ty)| (name, ty)).collect())
+}
+
 /// The session's default catalog and schema (what unqualified names resolve to).
 pub fn defaults(state: &SessionState) -> (String, String) {
     let options = &state.config_options().catalog;

@@ -22,6 +22,14 @@ use crate::common::*;
 /// EUROPE's nation keys (alice's region).
 const EUROPE: [i64; 5] = [6, 7, 19, 22, 23];
 
+/// The example policies with the result cache on (nothing volatile).
+fn cached_policy_config(dir: &std::path::Path) -> quiver_gateway::config::QuiverConfig {
+    let policies = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../conf/policies");
+    let mut cfg = crate::authorization::policy_config(dir, crate::authorization::opa_config(&policies, 1000));
+    cfg.cache = Some(quiver_gateway::config::CacheConfig::default());
+    cfg
+}
+
 /// Runs each statement as `user`, panicking on the first failure.
 async fn setup(user: &mut User, statements: &[&str]) {
     for sql in statements {
@@ -211,14 +219,7 @@ async fn finding_5_explain_analyze_of_a_write_needs_the_writes_permission() {
 #[tokio::test]
 async fn finding_5_explain_analyze_of_a_write_invalidates_the_cache() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut cfg = crate::authorization::policy_config(
-        dir.path(),
-        crate::authorization::opa_config(
-            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../conf/policies"),
-            1000,
-        ),
-    );
-    cfg.cache = Some(quiver_gateway::config::CacheConfig::default());
+    let cfg = cached_policy_config(dir.path());
     let gw = gateway(cfg).await;
     let mut erin = User::login(gw.flight_addr, "erin").await;
     setup(&mut erin, &["CREATE TABLE memory.default.n AS SELECT 1 AS a"]).await;
@@ -268,14 +269,7 @@ async fn finding_6_errors_never_name_what_the_caller_may_not_see() {
 #[tokio::test]
 async fn finding_7_writes_through_prepared_statements_invalidate_the_cache() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut cfg = crate::authorization::policy_config(
-        dir.path(),
-        crate::authorization::opa_config(
-            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../conf/policies"),
-            1000,
-        ),
-    );
-    cfg.cache = Some(quiver_gateway::config::CacheConfig::default());
+    let cfg = cached_policy_config(dir.path());
     let gw = gateway(cfg).await;
     let mut erin = User::login(gw.flight_addr, "erin").await;
     let mut client = client_as(gw.flight_addr, "erin", "erin-secret").await;
@@ -362,14 +356,7 @@ async fn finding_9_failed_logins_are_throttled_per_user_and_the_gateway_stays_up
 #[tokio::test]
 async fn finding_10_metrics_name_no_user_and_clients_cannot_choose_their_session_id() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut cfg = crate::authorization::policy_config(
-        dir.path(),
-        crate::authorization::opa_config(
-            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../conf/policies"),
-            1000,
-        ),
-    );
-    cfg.cache = Some(quiver_gateway::config::CacheConfig::default());
+    let mut cfg = cached_policy_config(dir.path());
     cfg.admin.users = vec!["erin".into()];
     let gw = gateway(cfg).await;
     let mut alice = User::login(gw.flight_addr, "alice").await;

@@ -689,17 +689,8 @@ fn manifest(reads: &BTreeMap<TableRef, TableRead>, policies: &BTreeMap<TableRef,
 /// A query's result columns (as the worker sends them) and its parameters in order.
 fn signature(plan: &LogicalPlan) -> Result<(Option<SchemaRef>, Vec<(String, DataType)>)> {
     let output = is_query(plan).then(|| quiver_engine::flight_schema(plan.schema().as_arrow()));
-    let mut parameters: Vec<(usize, String, DataType)> = plan
-        .get_parameter_types()
-        .map_err(|e| GatewayError::InvalidArgument(format!("parameters: {e}")))?
-        .into_iter()
-        .map(|(name, ty)| {
-            let index = name.trim_start_matches('$').parse::<usize>().unwrap_or(usize::MAX);
-            (index, name, ty.unwrap_or(DataType::Null))
-        })
-        .collect();
-    parameters.sort();
-    Ok((output, parameters.into_iter().map(|(_, n, t)| (n, t)).collect()))
+    let parameters = quiver_engine::sql::parameters(plan).map_err(|e| GatewayError::InvalidArgument(e.to_string()))?;
+    Ok((output, parameters))
 }
 
 fn as_identity<'a>(id: &'a Identity, other: Option<&'a str>) -> (&'a str, &'a [String]) {
