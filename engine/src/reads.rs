@@ -5,10 +5,11 @@
 //! a statement the gateway authorized ([`crate::authorized`]) checks the plan it is about to
 //! execute against the same sets. Both sides therefore compute them here, the same way.
 //!
-//! Columns are counted on the fully optimized plan, the one that runs: decorrelation (LATERAL,
-//! correlated and scalar subqueries) turns outer references into joins, and only the optimized
-//! scans show every column such a plan really reads (projection pruning alone loses some and
-//! over-counts others). A scan's pushed-down filters count as reads too.
+//! Columns are counted on the fully optimized plan, the one that runs (decorrelation turns the
+//! outer references of LATERAL, correlated and scalar subqueries into joins, and only the
+//! optimized scans show every column such a plan reads), together with the scans projection
+//! pruning narrows (the optimizer may drop a column the caller wrote, e.g. in a contradiction).
+//! A scan's pushed-down filters count as reads too.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -113,10 +114,19 @@ pub fn scanned_columns(plan: &LogicalPlan, catalog: &str, schema: &str) -> BTree
     used
 }
 
+/// The columns of the scans that have a projection (pruned ones), by table.
+fn projected_columns(plan: &LogicalPlan, catalog: &str, schema: &str) -> BTreeMap<QualifiedName, BTreeSet<usize>> {
+    let mut used: BTreeMap<QualifiedName, BTreeSet<usize>> = BTreeMap::new();
+    for scan in scans(plan).iter().filter(|s| s.projection.is_some()) {
+        used.entry(QualifiedName::resolve(&scan.table_name, catalog, schema)).or_default().extend(scan_columns(scan));
+    }
+    used
+}
+
 /// Every table `plan` reads (views, CTEs and subqueries are already expanded by planning), with
-/// exactly the columns it reads: those of the fully optimized plan with `optimizer` (see the
-/// module docs), else of projection pruning; a plan that does not optimize counts every column
-/// of every table it reads.
+/// exactly the columns it reads: with `optimizer`, those of the fully optimized plan and of the
+/// scans projection pruning narrows (see the module docs), else of projection pruning; a plan
+/// that does not optimize counts every column of every table it reads.
 pub fn tables_read(
     plan: &LogicalPlan,
     catalog: &str,
@@ -131,26 +141,28 @@ pub fn tables_read(
     let all = |out: &BTreeMap<QualifiedName, TableRead>| {
         out.iter().map(|(t, r)| (t.clone(), (0..r.schema.fields().len()).collect())).collect()
     };
-    // The fully optimized plan is what runs: its scans read exactly these columns (decorrelated
-    // subqueries included). Without it, projection pruning alone (which leaves the scans of
-    // subqueries unpruned, so over-counts them). Every column of every table counts as read
-    // when neither tells.
+    // Projection pruning alone gives exact columns for the scans it prunes; it leaves the
+    // scans of subqueries unpruned (they would count every column) and loses columns only
+    // decorrelation reveals (LATERAL). The fully optimized plan, the one that runs, has those;
+    // but it may drop what the caller wrote (`WHERE a = 1 AND a = 2` empties a scan). The
+    // union of the pruned scans and the optimized ones counts both. Every column of every
+    // table counts as read when neither tells.
+    let rules: Vec<Arc<dyn OptimizerRule + Send + Sync>> = vec![Arc::new(OptimizeProjections::new())];
+    let pruned = Optimizer::with_rules(rules).optimize(plan.clone(), &OptimizerContext::new(), |_, _| {});
     let optimized = optimizer.map(|state| state.optimize(plan).map(|p| scanned_columns(&p, catalog, schema)));
-    let mut used: BTreeMap<QualifiedName, BTreeSet<usize>> = match optimized {
-        Some(Ok(columns)) => columns,
-        Some(Err(e)) => {
-            tracing::debug!(error = %e, "optimization failed; counting all columns");
-            all(&out)
-        }
-        None => {
-            let rules: Vec<Arc<dyn OptimizerRule + Send + Sync>> = vec![Arc::new(OptimizeProjections::new())];
-            match Optimizer::with_rules(rules).optimize(plan.clone(), &OptimizerContext::new(), |_, _| {}) {
-                Ok(pruned) => scanned_columns(&pruned, catalog, schema),
-                Err(e) => {
-                    tracing::debug!(error = %e, "projection pruning failed; counting all columns");
-                    all(&out)
+    let mut used: BTreeMap<QualifiedName, BTreeSet<usize>> = match (pruned, optimized) {
+        (pruned, Some(Ok(mut columns))) => {
+            if let Ok(pruned) = pruned {
+                for (t, cols) in projected_columns(&pruned, catalog, schema) {
+                    columns.entry(t).or_default().extend(cols);
                 }
             }
+            columns
+        }
+        (Ok(pruned), None) => scanned_columns(&pruned, catalog, schema),
+        (pruned, optimized) => {
+            tracing::debug!(pruned = ?pruned.err(), optimized = ?optimized.and_then(|o| o.err()), "counting all columns");
+            all(&out)
         }
     };
     for (t, read) in out.iter_mut() {
@@ -206,6 +218,9 @@ mod tests {
         assert!(columns(sets).await.contains(&"c_acctbal".to_string()), "GROUPING SETS");
         assert_eq!(columns("SELECT count(*) FROM customer").await, Vec::<String>::new());
         assert_eq!(columns("SELECT c_name FROM customer").await, vec!["c_name".to_string()]);
+        // A contradiction the optimizer folds away still reads what the caller wrote.
+        let folded = columns("SELECT c_name FROM customer WHERE c_acctbal = 1 AND c_acctbal = 2").await;
+        assert_eq!(folded, vec!["c_name".to_string(), "c_acctbal".to_string()]);
     }
 
     #[test]
